@@ -1,0 +1,131 @@
+"""The pipeline as Python functions: train -> sweep -> detect -> report (DESIGN.md, 'Public API').
+
+Each function reads what the previous one wrote to ``<out>/<run name>/`` and can be called alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from devinterp import _io
+from devinterp.checkpoints import DirectorySource
+from devinterp.config import RunConfig, config_hash, dump_config, load_config
+from devinterp.manifest import environment, read_manifest, update_manifest
+from devinterp.results import Results, load_results
+
+log = logging.getLogger("devinterp")
+
+
+class RunDirError(RuntimeError):
+    """The output folder holds a run made with different settings."""
+
+
+def run_dir_for(config: RunConfig, out: str | Path = "out") -> Path:
+    return Path(out) / config.name
+
+
+def measurement_hash(config: RunConfig) -> str:
+    """Hash of the settings that determine the metrics (recipe, checkpoints, sweep); detection and
+    report settings may change freely between reruns."""
+    return config_hash(config.model_copy(update={"detect": type(config.detect)(), "report": type(config.report)(),
+                                                 "device": "cpu"}))
+
+
+def prepare_run_dir(config: RunConfig, out: str | Path = "out", force_new: bool = False) -> Path:
+    """Create ``out/<name>`` (or check it belongs to this config) and write the resolved config.yaml.
+
+    Raises RunDirError when the folder holds metrics measured with other settings, unless
+    ``force_new``, which picks a fresh folder ``<name>-2``, ``<name>-3``, ...
+    """
+    run_dir = run_dir_for(config, out)
+    want = measurement_hash(config)
+    have = read_manifest(run_dir).get("measurement_hash")
+    if have is not None and have != want:
+        if not force_new:
+            raise RunDirError(
+                f"{run_dir} holds a run measured with other settings (hash {have}, this config {want}); "
+                "use another run name, delete the folder, or pass --force-new to write to a new folder"
+            )
+        k = 2
+        while (Path(out) / f"{config.name}-{k}").exists():
+            k += 1
+        run_dir = Path(out) / f"{config.name}-{k}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _io.write_text(run_dir / "config.yaml", dump_config(config))
+    update_manifest(run_dir, run=config.name, measurement_hash=want, config_hash=config.hash(), **environment())
+    return run_dir
+
+
+def train(config: RunConfig, out: str | Path = "out", progress: bool = True) -> DirectorySource:
+    """Train the config's recipe into ``out/<name>/checkpoints`` (skipped when already complete)."""
+    from devinterp.recipes import train_induction
+
+    run_dir = prepare_run_dir(config, out)
+    t0 = time.perf_counter()
+    source = train_induction(config, run_dir, progress=progress)
+    update_manifest(run_dir, timings={"train_seconds": round(time.perf_counter() - t0, 2)})
+    return source
+
+
+def checkpoint_source(config: RunConfig, out: str | Path = "out") -> DirectorySource:
+    """The checkpoints a sweep reads: the user's folder (``checkpoints:``) or the recipe's output."""
+    if config.checkpoints is not None:
+        return DirectorySource(config.checkpoints, model=config.recipe.model)
+    folder = run_dir_for(config, out) / "checkpoints"
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no checkpoints yet; run `devinterp train` first or set `checkpoints:`")
+    return DirectorySource(folder, model=config.recipe.model)
+
+
+def sweep(source: DirectorySource, config: RunConfig, out: str | Path = "out", progress: bool = True) -> pd.DataFrame:
+    """Measure every checkpoint; resumable. Returns the long metrics table (DESIGN.md)."""
+    from devinterp.sweep import run_sweep
+
+    run_dir = prepare_run_dir(config, out)
+    return run_sweep(source, config, run_dir, progress=progress)
+
+
+def detect(run_dir: str | Path, config: RunConfig | None = None, **overrides) -> pd.DataFrame:
+    """Detect stages from a run's metrics and write ``stages.csv``; ``overrides`` change DetectConfig fields."""
+    from devinterp.transitions import detect_stages
+
+    run_dir = Path(run_dir)
+    if config is None:
+        config = load_config(run_dir / "config.yaml") if (run_dir / "config.yaml").is_file() else RunConfig()
+    settings = {**config.detect.model_dump(), **overrides}
+    results = load_results(run_dir)
+    if results.metrics.empty:
+        raise FileNotFoundError(f"{run_dir}/metrics: no metrics yet; run `devinterp sweep` first")
+    stages = detect_stages(results.metrics, **settings)
+    _io.write_csv(run_dir / "stages.csv", stages)
+    update_manifest(run_dir, detect=settings)
+    return stages
+
+
+def render_report(results: Results, path: str | Path) -> Path:
+    """Write the standalone HTML report of ``results`` to ``path``."""
+    from devinterp.report import render_report as _render
+
+    return _render(results, path)
+
+
+def run(config: RunConfig | str | Path, out: str | Path = "out", progress: bool = True) -> Results:
+    """The whole pipeline: train (unless ``checkpoints:`` is given), sweep, detect, report.
+
+    Writes ``out/<name>/{checkpoints/, metrics/, stages.csv, report.html, manifest.json}``.
+    """
+    if not isinstance(config, RunConfig):
+        config = load_config(config)
+    t0 = time.perf_counter()
+    source = checkpoint_source(config, out) if config.checkpoints is not None else train(config, out, progress)
+    sweep(source, config, out, progress)
+    run_dir = run_dir_for(config, out)
+    detect(run_dir, config)
+    results = load_results(run_dir)
+    render_report(results, run_dir / "report.html")
+    update_manifest(run_dir, timings={"run_seconds": round(time.perf_counter() - t0, 2)}, status="complete")
+    return load_results(run_dir)

@@ -1,0 +1,116 @@
+"""The ``devinterp`` command: a thin layer that parses arguments, calls the API, prints.
+
+``main(argv)`` runs in process, so tests drive the real CLI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import typing
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from devinterp.config import ConfigError, DetectConfig, load_config
+
+
+def _add_model_options(parser: argparse.ArgumentParser, model: type[BaseModel], skip: tuple[str, ...] = ()) -> None:
+    """One ``--option`` per simple field of a settings model, default and help taken from the model."""
+    for name, field in model.model_fields.items():
+        if name in skip:
+            continue
+        flag = "--" + name.replace("_", "-")
+        kind = _scalar_type(field.annotation)
+        help_text = f"{field.description or ''} (default: {field.default!r})"
+        if kind is bool:
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        elif kind is not None:
+            choices = typing.get_args(field.annotation) if typing.get_origin(field.annotation) is typing.Literal else None
+            parser.add_argument(flag, dest=name, type=kind, choices=choices, default=None, help=help_text)
+
+
+def _scalar_type(annotation):
+    if annotation in (int, float, str, bool):
+        return annotation
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Literal:
+        return type(args[0])
+    if args and all(a in (int, float, str, type(None)) or typing.get_origin(a) is typing.Literal for a in args):
+        return _parse_number_or_word
+    return None
+
+
+def _parse_number_or_word(text: str):
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    parser = argparse.ArgumentParser(prog="devinterp", description="Find the developmental stages of a training run.",
+                                     formatter_class=fmt)
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars (for batch jobs)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def config_cmd(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=fmt)
+        p.add_argument("config", type=Path, help="run config YAML (see configs/quickstart.yaml)")
+        p.add_argument("--out", type=Path, default=Path("out"), help="parent folder of run directories")
+        return p
+
+    config_cmd("run", "train (or read) checkpoints, sweep them, detect stages, write the report")
+    config_cmd("train", "train the config's recipe into <out>/<name>/checkpoints")
+    config_cmd("sweep", "measure every checkpoint (resumable) into <out>/<name>/metrics")
+
+    p = sub.add_parser("detect", help="detect stages from a run's metrics -> stages.csv",
+                       description="Detect stages from a run's metrics and write stages.csv. Options override "
+                                   "the run's config.yaml `detect:` section; defaults shown are the tool's.")
+    p.add_argument("run_dir", type=Path, help="a run directory, e.g. out/quickstart")
+    _add_model_options(p, DetectConfig, skip=("signals",))
+
+    p = sub.add_parser("report", help="write the standalone HTML report of a run", formatter_class=fmt)
+    p.add_argument("run_dir", type=Path, help="a run directory, e.g. out/quickstart")
+    p.add_argument("--output", type=Path, default=None, help="HTML file to write (default: <run_dir>/report.html)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(message)s")
+    from devinterp import api
+    from devinterp.results import load_results
+
+    progress = not args.quiet
+    try:
+        if args.command in ("run", "train", "sweep"):
+            config = load_config(args.config)
+            if args.command == "run":
+                results = api.run(config, args.out, progress=progress)
+                print(f"{len(results.stages)} stages; report: {results.path / 'report.html'}")
+            elif args.command == "train":
+                source = api.train(config, args.out, progress=progress)
+                print(f"{len(source)} checkpoints in {source.folder}")
+            else:
+                metrics = api.sweep(api.checkpoint_source(config, args.out), config, args.out, progress=progress)
+                print(f"{len(metrics)} metric rows in {api.run_dir_for(config, args.out) / 'metrics'}")
+        elif args.command == "detect":
+            overrides = {k: v for k, v in vars(args).items() if k in DetectConfig.model_fields and v is not None}
+            stages = api.detect(args.run_dir, **overrides)
+            print(stages.to_string(index=False) if len(stages) else "no stages")
+        elif args.command == "report":
+            out = args.output or args.run_dir / "report.html"
+            print(f"report: {api.render_report(load_results(args.run_dir), out)}")
+    except (ConfigError, FileNotFoundError, api.RunDirError) as err:
+        print(f"devinterp: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

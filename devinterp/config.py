@@ -1,0 +1,235 @@
+"""Every setting of the tool, as pydantic models: the one place where defaults live.
+
+A run is described by one YAML file that validates into :class:`RunConfig`. Each box of the
+pipeline reads only its own section (``recipe``, ``sweep``, ``detect``, ``report``). Unknown keys
+and bad values are refused with a :class:`ConfigError` that names the file and the field, e.g.::
+
+    configs/quickstart.yaml: recipe.train.lr: Input should be greater than 0 (got -1)
+
+The CLI and the Python API read their defaults from here; nothing else restates them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the file and the field."""
+
+
+class StrictModel(BaseModel):
+    """Base for every settings model: unknown keys are errors, values are checked on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Recipe: what to train
+# --------------------------------------------------------------------------------------------
+
+
+class ModelConfig(StrictModel):
+    """A 2-layer attention-only transformer (TransformerLens ``TransformerBridge``)."""
+
+    n_layers: int = Field(2, ge=1, description="number of attention layers")
+    n_heads: int = Field(4, ge=1, description="attention heads per layer")
+    d_model: int = Field(64, ge=1, description="residual stream width")
+    d_head: int = Field(16, ge=1, description="width of one head")
+    n_ctx: int = Field(64, ge=4, description="context length in tokens")
+    d_vocab: int = Field(64, ge=4, description="vocabulary size")
+
+
+class InductionDataConfig(StrictModel):
+    """Random tokens with copied spans (REFERENCE.md §3, 'synthetic induction task')."""
+
+    n_spans: int = Field(3, ge=1, description="copied spans per sequence (one span gives no induction)")
+    span_min: int = Field(8, ge=2, description="shortest copied span, tokens")
+    span_max: int = Field(16, ge=2, description="longest copied span, tokens")
+
+    @model_validator(mode="after")
+    def _span_order(self) -> "InductionDataConfig":
+        if self.span_min > self.span_max:
+            raise ValueError(f"span_min ({self.span_min}) must not exceed span_max ({self.span_max})")
+        return self
+
+
+class ScheduleConfig(StrictModel):
+    """Checkpoint steps: log-spaced up to ``switch_step``, then linear up to the last step."""
+
+    n_log: int = Field(12, ge=0, description="log-spaced checkpoints in [1, switch_step)")
+    switch_step: int = Field(400, ge=1, description="step where spacing turns linear")
+    linear_every: int = Field(75, ge=1, description="spacing of the linear part, steps")
+
+
+class TrainConfig(StrictModel):
+    steps: int = Field(3000, ge=1, description="optimizer steps")
+    batch_size: int = Field(32, ge=1, description="sequences per step")
+    lr: float = Field(2e-3, gt=0, description="AdamW learning rate")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay")
+    seed: int = Field(0, description="seed of the weights and of the training data stream")
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+
+
+class RecipeConfig(StrictModel):
+    name: Literal["induction"] = "induction"
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: InductionDataConfig = Field(default_factory=InductionDataConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @model_validator(mode="after")
+    def _spans_fit(self) -> "RecipeConfig":
+        if 2 * self.data.span_max > self.model.n_ctx:
+            raise ValueError(
+                f"data.span_max ({self.data.span_max}) is too long for model.n_ctx ({self.model.n_ctx}): "
+                "a span and its copy must both fit, so 2*span_max <= n_ctx"
+            )
+        return self
+
+
+# --------------------------------------------------------------------------------------------
+# Sweep: what to measure at each checkpoint
+# --------------------------------------------------------------------------------------------
+
+
+class LLCSettings(StrictModel):
+    """SGLD settings of one LLC estimate (REFERENCE.md §1.3): frozen for a whole sweep.
+
+    Update: w <- w - (epsilon/2) * (nbeta * grad L_m(w) + gamma * (w - w*)) + sqrt(epsilon) * N(0, I).
+    The estimate is nbeta * (mean sampled loss after burn-in - L_n(w*)).
+    """
+
+    epsilon: float = Field(1e-4, gt=0, description="SGLD step size")
+    gamma: float = Field(100.0, ge=0, description="localization strength")
+    nbeta: float | None = Field(
+        None, gt=0, description="n*beta; null = n/log(n) with n the number of samples in the SGLD data"
+    )
+    chains: int = Field(4, ge=1, description="independent SGLD chains")
+    draws: int = Field(200, ge=1, description="recorded draws per chain (after burn-in)")
+    burnin: int = Field(100, ge=0, description="SGLD steps per chain discarded before the draws")
+    thin: int = Field(1, ge=1, description="SGLD steps between recorded draws")
+    batch_size: int = Field(32, ge=1, description="sequences per SGLD minibatch")
+    init_loss_batches: int = Field(16, ge=1, description="batches averaged for L_n(w*)")
+    seed: int = Field(0, description="seed of the chains' noise and batch order (shared by all checkpoints)")
+
+
+class SweepConfig(StrictModel):
+    metrics: list[Literal["loss", "icl_score", "heads", "llc"]] = Field(
+        default_factory=lambda: ["loss", "icl_score", "heads", "llc"],
+        description="metric groups measured at every checkpoint",
+    )
+    eval_sequences: int = Field(512, ge=1, description="held-out sequences for loss and ICL score")
+    eval_batch_size: int = Field(128, ge=1, description="sequences per forward pass in evaluation")
+    eval_seed: int = Field(12345, description="seed of the held-out data (distinct from training)")
+    head_sequences: int = Field(64, ge=1, description="sequences for the per-head scores")
+    llc_sequences: int = Field(1024, ge=1, description="sequences in the SGLD data set (n)")
+    llc: LLCSettings = Field(default_factory=LLCSettings)
+    threads: int = Field(1, ge=1, description="torch threads in the hot loops (1 is fastest for tiny models)")
+
+
+# --------------------------------------------------------------------------------------------
+# Detection and report
+# --------------------------------------------------------------------------------------------
+
+
+class DetectConfig(StrictModel):
+    """Settings of :func:`devinterp.detect_stages` (REFERENCE.md §5)."""
+
+    method: Literal["changepoint", "critical", "consensus"] = Field(
+        "changepoint", description="detector of stage boundaries"
+    )
+    axis: Literal["log_step", "step", "checkpoint"] = Field("log_step", description="x axis of the signals")
+    signals: list[str] = Field(
+        default_factory=lambda: ["llc", "loss", "prev_token", "induction"],
+        description="metrics combined into the multi-signal (per-head metrics use the heads that move most)",
+    )
+    penalty: Literal["bic"] | float = Field("bic", description="'bic' = log(n) * sum of noise variances, or a number")
+    min_size: int = Field(2, ge=1, description="fewest checkpoints in a stage")
+    n_stages: int | None = Field(None, ge=1, description="fix the number of stages instead of a penalty")
+    significance: float = Field(2.0, gt=0, description="|d_llc| / stderr above which a stage is typed A or B")
+    top_heads: int = Field(3, ge=1, description="heads named per stage")
+    drop_unhealthy: bool = Field(True, description="ignore LLC estimates flagged unhealthy")
+    bootstrap: int = Field(100, ge=0, description="bootstrap resamples for boundary confidence (0 = off)")
+    seed: int = Field(0, description="seed of the bootstrap")
+
+
+class ReportConfig(StrictModel):
+    title: str | None = Field(None, description="report title; null = the run name")
+    log_x: bool = Field(True, description="show steps on a log axis")
+
+
+class RunConfig(StrictModel):
+    """A whole run: train (or read) checkpoints, sweep them, detect stages, write the report."""
+
+    name: str = Field("run", min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$", description="run name = output folder")
+    device: str = Field("cpu", description="torch device for training and measurement")
+    checkpoints: Path | None = Field(None, description="a user's own checkpoint folder instead of training")
+    recipe: RecipeConfig = Field(default_factory=RecipeConfig)
+    sweep: SweepConfig = Field(default_factory=SweepConfig)
+    detect: DetectConfig = Field(default_factory=DetectConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
+
+    def hash(self) -> str:
+        """Short, stable hash of the resolved config (sha256 of its canonical JSON)."""
+        return config_hash(self)
+
+
+def config_hash(model: BaseModel) -> str:
+    """sha256 (first 16 hex digits) of a model's canonical JSON dump."""
+    blob = json.dumps(model.model_dump(mode="json"), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        field = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        got = e.get("input")
+        shown = "" if e["type"] in ("extra_forbidden", "missing") or isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"{source}: {field}: {msg}{shown}")
+    return "\n".join(lines)
+
+
+def parse_config(data: Any, source: str = "<config>") -> RunConfig:
+    """Validate a mapping into a :class:`RunConfig`; errors name ``source`` and the field."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of settings, got {type(data).__name__}")
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, source)) from None
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read a YAML file into a validated :class:`RunConfig`.
+
+    Relative ``checkpoints`` paths are resolved against the YAML file's folder.
+    Raises :class:`ConfigError` naming the file (and the field) on any problem.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    cfg = parse_config(data, str(path))
+    if cfg.checkpoints is not None and not cfg.checkpoints.is_absolute():
+        cfg.checkpoints = (path.parent / cfg.checkpoints).resolve()
+    return cfg
+
+
+def dump_config(cfg: RunConfig) -> str:
+    """The resolved config as YAML (every default filled in)."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

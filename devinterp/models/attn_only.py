@@ -1,0 +1,122 @@
+"""The attention-only transformer of the induction recipes, two ways.
+
+* :func:`build_bridge` makes the TransformerLens 4 model (``TransformerBridge.boot_native``): the
+  reference implementation, with hooks, used for training and for reading attention patterns.
+* :class:`AttnOnlyTransformer` is a plain ``nn.Module`` computed from the *same state dict* (same
+  parameter names) with fused attention (``F.scaled_dot_product_attention``) and no hooks: the fast
+  path that SGLD runs thousands of times. Tests check its logits equal the bridge's.
+
+Architecture (TransformerLens defaults for ``attn_only=True``): token + learned positional
+embedding, then per layer ``x = x + Attn(LN(x))``, then ``LN`` and unembed. Linear layers use the
+``nn.Linear`` layout ``[out, in]``; q/k/v weights are ``[n_heads*d_head, d_model]`` with head h in
+rows ``h*d_head:(h+1)*d_head``; ``o.weight`` is ``[d_model, n_heads*d_head]``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from devinterp.config import ModelConfig
+
+LN_EPS = 1e-5  # TransformerLens LayerNorm epsilon
+
+
+def bridge_config(cfg: ModelConfig, seed: int = 0, device: str = "cpu"):
+    """TransformerLens ``TransformerBridgeConfig`` for a :class:`ModelConfig`."""
+    from transformer_lens import TransformerBridgeConfig
+
+    return TransformerBridgeConfig(
+        d_model=cfg.d_model, d_head=cfg.d_head, n_heads=cfg.n_heads, n_layers=cfg.n_layers,
+        n_ctx=cfg.n_ctx, d_vocab=cfg.d_vocab, attn_only=True, seed=seed, device=device,
+    )
+
+
+def build_bridge(cfg: ModelConfig, seed: int = 0, device: str = "cpu", state_dict: dict | None = None):
+    """A fresh TransformerLens bridge (optionally loaded with ``state_dict``).
+
+    Never ``copy.deepcopy`` a bridge (REFERENCE.md §4); build a new one and load the weights.
+    """
+    from transformer_lens import TransformerBridge
+
+    torch.manual_seed(seed)
+    model = TransformerBridge.boot_native(bridge_config(cfg, seed=seed, device=device))
+    if state_dict is not None:
+        model.load_state_dict(state_dict)
+    return model
+
+
+class AttnOnlyTransformer(nn.Module):
+    """Hook-free attention-only transformer with the bridge's parameter names.
+
+    ``forward(tokens: Long[batch, pos]) -> Float[batch, pos, d_vocab]`` logits.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        d, hd = cfg.d_model, cfg.n_heads * cfg.d_head
+        self.embed = nn.Embedding(cfg.d_vocab, d)
+        self.pos_embed = nn.Embedding(cfg.n_ctx, d)
+        self.blocks = nn.ModuleList(_Block(cfg) for _ in range(cfg.n_layers))
+        self.ln_final = nn.LayerNorm(d, eps=LN_EPS)
+        self.unembed = nn.Linear(d, cfg.d_vocab)
+        del hd
+
+    @classmethod
+    def from_state_dict(cls, cfg: ModelConfig, state_dict: dict[str, Tensor]) -> "AttnOnlyTransformer":
+        """Build from a bridge (or checkpoint) state dict; raises ValueError on missing/odd keys or shapes."""
+        model = cls(cfg)
+        own = model.state_dict()
+        missing = sorted(set(own) - set(state_dict))
+        unexpected = sorted(set(state_dict) - set(own))
+        if missing or unexpected:
+            raise ValueError(f"state dict does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        for k, v in state_dict.items():
+            if tuple(v.shape) != tuple(own[k].shape):
+                raise ValueError(f"parameter {k}: shape {tuple(v.shape)} in the checkpoint, {tuple(own[k].shape)} expected")
+        model.load_state_dict({k: v.float() for k, v in state_dict.items()})
+        return model
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        pos = torch.arange(tokens.shape[-1], device=tokens.device)
+        x = self.embed(tokens) + self.pos_embed(pos)  # [batch, pos, d_model]
+        for block in self.blocks:
+            x = x + block(x)
+        return self.unembed(self.ln_final(x))
+
+
+class _Block(nn.Module):
+    """One attention-only layer: returns Attn(LN(x)), the residual update."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(cfg.d_model, eps=LN_EPS)
+        self.attn = _Attention(cfg)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.attn(self.ln1(x))
+
+
+class _Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_heads, self.d_head = cfg.n_heads, cfg.d_head
+        inner = cfg.n_heads * cfg.d_head
+        self.q = nn.Linear(cfg.d_model, inner)
+        self.k = nn.Linear(cfg.d_model, inner)
+        self.v = nn.Linear(cfg.d_model, inner)
+        self.o = nn.Linear(inner, cfg.d_model)
+
+    def forward(self, x: Tensor) -> Tensor:
+        *lead, pos, _ = x.shape
+
+        def heads(t: Tensor) -> Tensor:  # [..., pos, n_heads*d_head] -> [..., n_heads, pos, d_head]
+            return t.view(*lead, pos, self.n_heads, self.d_head).transpose(-3, -2)
+
+        q, k, v = heads(self.q(x)), heads(self.k(x)), heads(self.v(x))
+        z = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=1.0 / math.sqrt(self.d_head))
+        return self.o(z.transpose(-3, -2).reshape(*lead, pos, self.n_heads * self.d_head))
