@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from devinterp import _io
-from devinterp.checkpoints import DirectorySource
+from devinterp.checkpoints import CheckpointSource, DirectorySource, open_source
 from devinterp.config import RunConfig, config_hash, dump_config, load_config
 from devinterp.manifest import environment, read_manifest, update_manifest
 from devinterp.results import Results, load_results
@@ -31,18 +31,21 @@ def run_dir_for(config: RunConfig, out: str | Path = "out") -> Path:
 def measurement_hash(config: RunConfig) -> str:
     """Hash of the settings that determine the metrics (recipe, checkpoints, sweep); detection and
     report settings may change freely between reruns."""
+    sweep = config.sweep.model_copy(update={"executor": type(config.sweep.executor)(), "strict": False})
     return config_hash(config.model_copy(update={"detect": type(config.detect)(), "report": type(config.report)(),
-                                                 "device": "cpu"}))
+                                                 "device": "cpu", "sweep": sweep}))
 
 
 def prepare_run_dir(config: RunConfig, out: str | Path = "out", force_new: bool = False) -> Path:
     """Create ``out/<name>`` (or check it belongs to this config) and write the resolved config.yaml.
 
-    Raises RunDirError when the folder holds metrics measured with other settings, unless
-    ``force_new``, which picks a fresh folder ``<name>-2``, ``<name>-3``, ...
+    Raises RunDirError when the folder holds a run measured with other settings (the executor,
+    ``strict``, detection and report settings may change freely), unless ``force_new``: then the
+    first of ``<name>-2``, ``<name>-3``, ... that is new or holds this very config is used, so
+    rerunning with ``force_new`` resumes there instead of starting yet another folder.
     """
-    run_dir = run_dir_for(config, out)
     want = measurement_hash(config)
+    run_dir = run_dir_for(config, out)
     have = read_manifest(run_dir).get("measurement_hash")
     if have is not None and have != want:
         if not force_new:
@@ -51,9 +54,13 @@ def prepare_run_dir(config: RunConfig, out: str | Path = "out", force_new: bool 
                 "use another run name, delete the folder, or pass --force-new to write to a new folder"
             )
         k = 2
-        while (Path(out) / f"{config.name}-{k}").exists():
+        while True:
+            run_dir = Path(out) / f"{config.name}-{k}"
+            if read_manifest(run_dir).get("measurement_hash", want) == want and (
+                    not run_dir.exists() or (run_dir / "manifest.json").is_file() or not any(run_dir.iterdir())):
+                break
             k += 1
-        run_dir = Path(out) / f"{config.name}-{k}"
+        log.warning("%s holds another config; writing to %s", run_dir_for(config, out), run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     _io.write_text(run_dir / "config.yaml", dump_config(config))
     update_manifest(run_dir, run=config.name, measurement_hash=want, config_hash=config.hash(), **environment())
@@ -71,8 +78,11 @@ def train(config: RunConfig, out: str | Path = "out", progress: bool = True) -> 
     return source
 
 
-def checkpoint_source(config: RunConfig, out: str | Path = "out") -> DirectorySource:
-    """The checkpoints a sweep reads: the user's folder (``checkpoints:``) or the recipe's output."""
+def checkpoint_source(config: RunConfig, out: str | Path = "out") -> CheckpointSource:
+    """The checkpoints a sweep reads: ``source:`` (a folder or Hugging Face revisions in the local
+    cache), the user's folder (``checkpoints:``), or the recipe's output ``out/<name>/checkpoints``."""
+    if config.source is not None:
+        return open_source(config.source, model=config.recipe.model)
     if config.checkpoints is not None:
         return DirectorySource(config.checkpoints, model=config.recipe.model)
     folder = run_dir_for(config, out) / "checkpoints"
@@ -81,12 +91,19 @@ def checkpoint_source(config: RunConfig, out: str | Path = "out") -> DirectorySo
     return DirectorySource(folder, model=config.recipe.model)
 
 
-def sweep(source: DirectorySource, config: RunConfig, out: str | Path = "out", progress: bool = True) -> pd.DataFrame:
-    """Measure every checkpoint; resumable. Returns the long metrics table (DESIGN.md)."""
+def sweep(source: CheckpointSource, config: RunConfig, out: str | Path = "out", progress: bool = True, *,
+          strict: bool | None = None, force_new: bool = False, executor=None) -> pd.DataFrame:
+    """Measure every checkpoint; resumable. Returns the long metrics table (DESIGN.md).
+
+    A bad checkpoint is recorded as failed in manifest.json and the rest are measured; with ``strict``
+    (default ``config.sweep.strict``) :class:`devinterp.sweep.SweepFailed` is raised afterwards.
+    ``force_new`` writes to a new folder when ``out/<name>`` holds other settings (see
+    :func:`prepare_run_dir`); ``executor`` overrides ``config.sweep.executor``.
+    """
     from devinterp.sweep import run_sweep
 
-    run_dir = prepare_run_dir(config, out)
-    return run_sweep(source, config, run_dir, progress=progress)
+    run_dir = prepare_run_dir(config, out, force_new=force_new)
+    return run_sweep(source, config, run_dir, progress=progress, strict=strict, executor=executor)
 
 
 def detect(run_dir: str | Path, config: RunConfig | None = None, **overrides) -> pd.DataFrame:

@@ -11,9 +11,10 @@ import sys
 import typing
 from pathlib import Path
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
-from devinterp.config import ConfigError, DetectConfig, load_config
+from devinterp.config import ConfigError, DetectConfig, ExecutorConfig, SweepConfig, load_config
+from devinterp.sweep.errors import SweepFailed, SweepLocked
 
 
 def _add_model_options(parser: argparse.ArgumentParser, model: type[BaseModel], skip: tuple[str, ...] = ()) -> None:
@@ -64,9 +65,27 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--out", type=Path, default=Path("out"), help="parent folder of run directories")
         return p
 
-    config_cmd("run", "train (or read) checkpoints, sweep them, detect stages, write the report")
+    def sweep_options(p: argparse.ArgumentParser) -> None:
+        ex = ExecutorConfig.model_fields
+        p.add_argument("--strict", action=argparse.BooleanOptionalAction, default=None,
+                       help="exit with status 1 when any checkpoint failed (the rest are still measured) "
+                            f"(default: sweep.strict, {SweepConfig.model_fields['strict'].default})%(default).0s")
+        p.add_argument("--executor", choices=["local", "ray"], default=None,
+                       help=f"where checkpoints are measured (default: sweep.executor.kind, {ex['kind'].default!r})"
+                            "%(default).0s")
+        p.add_argument("--workers", type=int, default=None,
+                       help=f"{ex['workers'].description} (default: sweep.executor.workers, {ex['workers'].default})"
+                            "%(default).0s")
+        p.add_argument("--address", default=None,
+                       help=f"{ex['address'].description} (default: sweep.executor.address){'%(default).0s'}")
+
+    sweep_options(config_cmd("run", "train (or read) checkpoints, sweep them, detect stages, write the report"))
     config_cmd("train", "train the config's recipe into <out>/<name>/checkpoints")
-    config_cmd("sweep", "measure every checkpoint (resumable) into <out>/<name>/metrics")
+    p = config_cmd("sweep", "measure every checkpoint (resumable) into <out>/<name>/metrics")
+    sweep_options(p)
+    p.add_argument("--force-new", action="store_true",
+                   help="when <out>/<name> holds a run measured with other settings, write to <name>-2 (or the "
+                        "first <name>-k holding this config) instead of refusing")
 
     p = sub.add_parser("detect", help="detect stages from a run's metrics -> stages.csv",
                        description="Detect stages from a run's metrics and write stages.csv. Options override "
@@ -89,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     progress = not args.quiet
     try:
         if args.command in ("run", "train", "sweep"):
-            config = load_config(args.config)
+            config = _with_sweep_options(load_config(args.config), args)
+            if args.command in ("run", "sweep"):
+                logging.getLogger("devinterp.sweep").setLevel(logging.INFO)  # a line per checkpoint, even with -q
             if args.command == "run":
                 results = api.run(config, args.out, progress=progress)
                 print(f"{len(results.stages)} stages; report: {results.path / 'report.html'}")
@@ -97,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
                 source = api.train(config, args.out, progress=progress)
                 print(f"{len(source)} checkpoints in {source.folder}")
             else:
-                metrics = api.sweep(api.checkpoint_source(config, args.out), config, args.out, progress=progress)
+                metrics = api.sweep(api.checkpoint_source(config, args.out), config, args.out, progress=progress,
+                                    force_new=args.force_new)
                 print(f"{len(metrics)} metric rows in {api.run_dir_for(config, args.out) / 'metrics'}")
         elif args.command == "detect":
             overrides = {k: v for k, v in vars(args).items() if k in DetectConfig.model_fields and v is not None}
@@ -106,10 +128,31 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "report":
             out = args.output or args.run_dir / "report.html"
             print(f"report: {api.render_report(load_results(args.run_dir), out)}")
-    except (ConfigError, FileNotFoundError, api.RunDirError) as err:
+    except (ConfigError, FileNotFoundError, api.RunDirError, SweepLocked, ImportError) as err:
         print(f"devinterp: error: {err}", file=sys.stderr)
         return 2
+    except SweepFailed as err:
+        print(f"devinterp: {err} (see manifest.json; the other checkpoints were measured)", file=sys.stderr)
+        return 1
     return 0
+
+
+def _with_sweep_options(config, args):
+    """The config with the sweep options given on the command line (run, sweep) applied."""
+    if getattr(args, "strict", None) is None and not hasattr(args, "executor"):
+        return config
+    executor = {k: v for k, v in (("kind", args.executor), ("workers", args.workers), ("address", args.address))
+                if v is not None}
+    sweep = config.sweep
+    if executor:
+        try:
+            settings = type(sweep.executor).model_validate({**sweep.executor.model_dump(), **executor})
+        except ValidationError as err:
+            raise ConfigError("; ".join(f"--{'-'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())) from None
+        sweep = sweep.model_copy(update={"executor": settings})
+    if args.strict is not None:
+        sweep = sweep.model_copy(update={"strict": args.strict})
+    return config.model_copy(update={"sweep": sweep})
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -117,6 +117,40 @@ class LLCSettings(StrictModel):
     batch_size: int = Field(32, ge=1, description="sequences per SGLD minibatch")
     init_loss_batches: int = Field(16, ge=1, description="batches averaged for L_n(w*)")
     seed: int = Field(0, description="seed of the chains' noise and batch order (shared by all checkpoints)")
+    noise_level: float = Field(
+        1.0, ge=0, description="sigma, the scale of the injected noise; 1 samples the posterior, 0 is plain SGD (tests)"
+    )
+    backend: Literal["auto", "fused", "vmap", "sequential"] = Field(
+        "auto",
+        description="how chains advance together: fused (hand-batched forward of a known model), vmap "
+        "(torch.func over any model), sequential (one chain after another); auto = fastest that applies",
+    )
+    compute_dtype: Literal["float32", "bfloat16"] = Field(
+        "float32", description="dtype of the forward/backward (weights and the SGLD update stay float32)"
+    )
+    wbic: bool = Field(False, description="also report the local WBIC, n * mean sampled loss (REFERENCE.md §1.2)")
+
+
+class ExecutorConfig(StrictModel):
+    """Where a sweep measures its checkpoints. Every executor gives the same table (docs/sweeps.md).
+
+    ``local`` with ``workers: 1`` measures in the calling process; ``workers: N`` > 1 uses a pool of N
+    worker processes (spawned, ``sweep.threads`` torch threads each). ``ray`` sends one task per
+    checkpoint to a Ray cluster (``address``; null starts a local one with ``workers`` CPUs).
+    Workers only measure; the main process alone writes the Parquet files and the manifest.
+    """
+
+    kind: Literal["local", "ray"] = Field("local", description="local (in-process or process pool) or ray")
+    workers: int = Field(1, ge=1, description="local: worker processes (1 = in the main process); "
+                                              "ray: CPUs of the local cluster started when address is null")
+    address: str | None = Field(None, description="ray: cluster address ('auto', 'ray://head:10001'); "
+                                                  "null = start a local cluster on this machine")
+    cpus_per_task: float = Field(1.0, gt=0, description="ray: CPUs requested per checkpoint task")
+    gpus_per_task: float | None = Field(None, ge=0, description="ray: GPUs requested per checkpoint task; "
+                                                                "null = 1 when device is cuda, else 0")
+    max_retries: int = Field(3, ge=0, description="ray: retries of a checkpoint task whose worker died")
+    runtime_env: dict[str, Any] | None = Field(None, description="ray: runtime_env of the tasks "
+                                                                  "(e.g. {pip: [devinterp-phases]})")
 
 
 class SweepConfig(StrictModel):
@@ -131,6 +165,35 @@ class SweepConfig(StrictModel):
     llc_sequences: int = Field(1024, ge=1, description="sequences in the SGLD data set (n)")
     llc: LLCSettings = Field(default_factory=LLCSettings)
     threads: int = Field(1, ge=1, description="torch threads in the hot loops (1 is fastest for tiny models)")
+    strict: bool = Field(False, description="fail (exit status 1) when any checkpoint failed; the rest are still measured")
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig,
+                                     description="where checkpoints are measured (local or a Ray cluster)")
+
+
+class SourceConfig(StrictModel):
+    """Where a sweep's checkpoints come from, when they are not the recipe's own output.
+
+    ``directory``: ``*.safetensors`` / ``*.pt`` / ``*.pth`` in ``path`` (steps from ``index.csv`` or the
+    file names). ``huggingface``: revisions (``step{N}``, Pythia-style) of the model repo ``repo_id``,
+    read from the local Hugging Face cache only; the hub is never contacted, so pre-fetch them first
+    (``hf download REPO --revision step1000``).
+    """
+
+    kind: Literal["directory", "huggingface"] = Field("directory", description="directory or huggingface")
+    path: Path | None = Field(None, description="directory: the checkpoint folder")
+    repo_id: str | None = Field(None, description="huggingface: the model repo, e.g. 'org/name'")
+    revisions: list[str] | None = Field(None, description="huggingface: revisions to read; null = every "
+                                                           "step{N} revision found in the local cache")
+    cache_dir: Path | None = Field(None, description="huggingface: the hub cache; null = HF_HUB_CACHE / "
+                                                     "~/.cache/huggingface/hub")
+
+    @model_validator(mode="after")
+    def _needed_fields(self) -> "SourceConfig":
+        if self.kind == "directory" and self.path is None:
+            raise ValueError("a directory source needs path")
+        if self.kind == "huggingface" and not self.repo_id:
+            raise ValueError("a huggingface source needs repo_id")
+        return self
 
 
 # --------------------------------------------------------------------------------------------
@@ -139,22 +202,40 @@ class SweepConfig(StrictModel):
 
 
 class DetectConfig(StrictModel):
-    """Settings of :func:`devinterp.detect_stages` (REFERENCE.md §5)."""
+    """Settings of :func:`devinterp.detect_stages` (REFERENCE.md §2.1, §5, §5.1; docs/detection.md).
+
+    Boundaries are critical points of the LLC against the axis: a GP smoother's slope is tested
+    against a simultaneous band whose false-boundary rate per run is ``alpha``.
+    """
 
     method: Literal["changepoint", "critical", "consensus"] = Field(
-        "changepoint", description="detector of stage boundaries"
+        "critical",
+        description="'critical': sign changes and significant dips of the smoothed LLC slope (the papers' "
+        "method); 'changepoint': ruptures on the slope states of the signals; 'consensus': critical "
+        "boundaries that the change-point detector also finds within `tolerance` checkpoints",
     )
-    axis: Literal["log_step", "step", "checkpoint"] = Field("log_step", description="x axis of the signals")
+    axis: Literal["log_step", "step", "checkpoint"] = Field(
+        "log_step", description="x axis of the signals: log(step+1) (development is log-paced), step, or index")
     signals: list[str] = Field(
         default_factory=lambda: ["llc", "loss", "prev_token", "induction"],
-        description="metrics combined into the multi-signal (per-head metrics use the heads that move most)",
+        description="signals of the change-point detector's multi-signal (per-head metrics: the head that "
+        "moves most); the first one present that is measured at >= 3 checkpoints also stands in for a "
+        "missing LLC",
     )
-    penalty: Literal["bic"] | float = Field("bic", description="'bic' = log(n) * sum of noise variances, or a number")
-    min_size: int = Field(2, ge=1, description="fewest checkpoints in a stage")
-    n_stages: int | None = Field(None, ge=1, description="fix the number of stages instead of a penalty")
+    algorithm: Literal["pelt", "binseg", "kernel"] = Field(
+        "pelt", description="ruptures search of the change-point detector (kernel = KernelCPD, rbf)")
+    penalty: Literal["bic"] | float = Field(
+        "bic", description="change-point penalty: 'bic' = log(n) * sum of the slope-state noise variances, or a number")
+    alpha: float = Field(
+        0.05, gt=0, lt=1, description="false-boundary rate per run: slopes are tested against a Bonferroni "
+        "band over the smoother's number of independent slopes")
+    min_size: int = Field(2, ge=2, description="fewest checkpoints in a stage (a shared boundary counts in both)")
+    n_stages: int | None = Field(None, ge=1, description="fix the number of stages instead of testing significance")
     significance: float = Field(2.0, gt=0, description="|d_llc| / stderr above which a stage is typed A or B")
-    top_heads: int = Field(3, ge=1, description="heads named per stage")
-    drop_unhealthy: bool = Field(True, description="ignore LLC estimates flagged unhealthy")
+    tolerance: int = Field(
+        1, ge=0, description="checkpoints within which boundaries count as the same (bootstrap, consensus)")
+    top_heads: int = Field(3, ge=1, description="heads named per stage from each per-head metric")
+    drop_unhealthy: bool = Field(True, description="ignore LLC estimates flagged unhealthy (with a warning)")
     bootstrap: int = Field(100, ge=0, description="bootstrap resamples for boundary confidence (0 = off)")
     seed: int = Field(0, description="seed of the bootstrap")
 
@@ -170,10 +251,18 @@ class RunConfig(StrictModel):
     name: str = Field("run", min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$", description="run name = output folder")
     device: str = Field("cpu", description="torch device for training and measurement")
     checkpoints: Path | None = Field(None, description="a user's own checkpoint folder instead of training")
+    source: SourceConfig | None = Field(None, description="checkpoints from elsewhere (a folder, Hugging Face "
+                                                          "revisions) instead of training; see SourceConfig")
     recipe: RecipeConfig = Field(default_factory=RecipeConfig)
     sweep: SweepConfig = Field(default_factory=SweepConfig)
     detect: DetectConfig = Field(default_factory=DetectConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "RunConfig":
+        if self.checkpoints is not None and self.source is not None:
+            raise ValueError("give either checkpoints (a folder) or source, not both")
+        return self
 
     def hash(self) -> str:
         """Short, stable hash of the resolved config (sha256 of its canonical JSON)."""
@@ -227,9 +316,30 @@ def load_config(path: str | Path) -> RunConfig:
     cfg = parse_config(data, str(path))
     if cfg.checkpoints is not None and not cfg.checkpoints.is_absolute():
         cfg.checkpoints = (path.parent / cfg.checkpoints).resolve()
+    for key in ("path", "cache_dir"):
+        value = getattr(cfg.source, key, None)
+        if value is not None and not value.is_absolute():
+            setattr(cfg.source, key, (path.parent / value).resolve())
     return cfg
 
 
 def dump_config(cfg: RunConfig) -> str:
     """The resolved config as YAML (every default filled in)."""
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def config_reference(model: type[BaseModel] = RunConfig, prefix: str = "") -> str:
+    """Markdown table of every setting (dotted key, default, description), for docs/config.md."""
+    rows = []
+    for name, field in model.model_fields.items():
+        key = f"{prefix}{name}"
+        sub = field.annotation if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel) else None
+        if sub is not None:
+            rows.append(config_reference(sub, key + "."))
+            continue
+        default = field.default_factory() if field.default_factory is not None else field.default
+        rows.append(f"| `{key}` | `{json.dumps(default, default=str)}` | {field.description or ''} |")
+    body = "\n".join(rows)
+    if prefix:
+        return body
+    return "| key | default | meaning |\n|---|---|---|\n" + body + "\n"

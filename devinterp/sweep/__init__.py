@@ -1,6 +1,29 @@
-"""Sweep runner (checkpoints x metric groups) and its Parquet store."""
+"""Sweep runner (checkpoints x metric groups), its Parquet store and its executors (local, ray).
 
-from devinterp.sweep.runner import run_sweep, sweep_data
-from devinterp.sweep.store import MetricStore
+Names load on first use, so ``devinterp.sweep.errors`` stays importable without torch.
+"""
 
-__all__ = ["MetricStore", "run_sweep", "sweep_data"]
+from __future__ import annotations
+
+from importlib import import_module
+
+from devinterp.sweep.errors import SweepFailed, SweepLocked
+
+_LAZY = {
+    "CheckpointResult": "devinterp.sweep.runner",
+    "CheckpointTask": "devinterp.sweep.runner",
+    "measure_checkpoint": "devinterp.sweep.runner",
+    "run_sweep": "devinterp.sweep.runner",
+    "sweep_data": "devinterp.sweep.runner",
+    "MetricStore": "devinterp.sweep.store",
+}
+
+__all__ = ["SweepFailed", "SweepLocked", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'devinterp.sweep' has no attribute {name!r}")

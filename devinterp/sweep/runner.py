@@ -1,22 +1,35 @@
-"""The sweep: every checkpoint x every metric group, resumable, one failure never stops the rest."""
+"""The sweep: every checkpoint x every metric group, resumable, one failure never stops the rest.
+
+Measuring one checkpoint is the pure function :func:`measure_checkpoint` (load, build the models,
+run the missing metric groups, return their rows and any errors); it writes nothing. Executors
+(:mod:`devinterp.sweep.executors`: in-process, a process pool, Ray) call it wherever they run, and
+the main process alone writes the Parquet files and the manifest, as results come back.
+
+Every process builds the same :class:`~devinterp.metrics.SweepData` from the config's fixed seeds
+(:func:`sweep_data`), once per process, so a checkpoint gives the same rows on every executor.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
 from devinterp import _io
-from devinterp.checkpoints import CheckpointError, DirectorySource
-from devinterp.config import RunConfig
-from devinterp.manifest import environment, update_manifest
+from devinterp.checkpoints import Checkpoint, CheckpointError, CheckpointSource
+from devinterp.config import ModelConfig, RunConfig, config_hash
+from devinterp.manifest import environment, read_manifest, update_manifest
 from devinterp.metrics import GROUPS, CheckpointModels, SweepData
-from devinterp.models.attn_only import AttnOnlyTransformer, build_bridge
-from devinterp.recipes.data import fixed_batches
+from devinterp.sweep.errors import SweepFailed, SweepLocked
 from devinterp.sweep.store import MetricStore
 
 log = logging.getLogger("devinterp.sweep")
@@ -25,13 +38,17 @@ log = logging.getLogger("devinterp.sweep")
 HEAD_SEED_OFFSET, LLC_SEED_OFFSET = 1, 2
 
 
-def sweep_data(config: RunConfig, source: DirectorySource) -> SweepData:
-    """The data every checkpoint is measured on (fixed seeds: common random numbers)."""
-    model = source.model_config()
+def sweep_data(config: RunConfig, source: CheckpointSource | ModelConfig) -> SweepData:
+    """The data every checkpoint is measured on (fixed seeds: common random numbers).
+
+    A pure function of the config and the model config: every worker process builds the same data.
+    """
+    from devinterp.metrics.heads import repeated_random_tokens
+    from devinterp.recipes.data import fixed_batches
+
+    model = source if isinstance(source, ModelConfig) else source.model_config()
     s, recipe = config.sweep, config.recipe
     eval_batches = fixed_batches(s.eval_sequences, s.eval_batch_size, model.n_ctx, model.d_vocab, recipe.data, s.eval_seed)
-    from devinterp.metrics.heads import repeated_random_tokens
-
     head_tokens = repeated_random_tokens(s.head_sequences, model.n_ctx // 2, model.d_vocab, s.eval_seed + HEAD_SEED_OFFSET)
     llc_batches = fixed_batches(
         s.llc_sequences, s.llc.batch_size, model.n_ctx, model.d_vocab, recipe.data, s.eval_seed + LLC_SEED_OFFSET
@@ -40,60 +57,261 @@ def sweep_data(config: RunConfig, source: DirectorySource) -> SweepData:
                      llc_settings=s.llc, device=config.device)
 
 
-def run_sweep(source: DirectorySource, config: RunConfig, run_dir: str | Path, progress: bool = True) -> pd.DataFrame:
+# --------------------------------------------------------------------------------------------
+# Measuring one checkpoint (runs in any process)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CheckpointTask:
+    """One checkpoint to measure: its index in step order and the metric groups still missing."""
+
+    index: int
+    checkpoint: Checkpoint
+    groups: tuple[str, ...]
+
+    @property
+    def step(self) -> int:
+        return self.checkpoint.step
+
+
+@dataclass
+class CheckpointResult:
+    """What measuring one checkpoint gave: rows per finished group, reasons per failed group
+    (``"load"`` when the checkpoint itself could not be used)."""
+
+    index: int
+    step: int
+    rows: dict[str, list[dict]] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+    worker: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.errors)
+
+    @property
+    def reason(self) -> str:
+        return "; ".join(v if k == "load" else f"{k}: {v}" for k, v in self.errors.items())
+
+
+class _Context:
+    """Per-process cache: the sweep data and one TransformerLens bridge (reloaded per checkpoint;
+    never deep-copied, REFERENCE.md §4)."""
+
+    def __init__(self, config: RunConfig, model: ModelConfig):
+        self.data = sweep_data(config, model)
+        self.device = config.device
+        self._bridge = None
+
+    def bridge(self, state_dict):
+        if self._bridge is None:
+            from devinterp.models.attn_only import build_bridge
+
+            self._bridge = build_bridge(self.data.model, device=self.device)
+        self._bridge.load_state_dict(state_dict)
+        return self._bridge
+
+
+_CONTEXTS: dict[tuple, _Context] = {}
+
+
+def _context(config: RunConfig, model: ModelConfig) -> _Context:
+    key = (config_hash(config.sweep.model_copy(update={"executor": type(config.sweep.executor)(), "strict": False})),
+           config_hash(config.recipe.data), model.model_dump_json(), config.device)
+    if key not in _CONTEXTS:
+        _CONTEXTS.clear()  # one sweep at a time per process: keep memory bounded
+        _CONTEXTS[key] = _Context(config, model)
+    return _CONTEXTS[key]
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def measure_checkpoint(
+    source: CheckpointSource,
+    task: CheckpointTask,
+    config: RunConfig,
+    model: ModelConfig | None = None,
+    on_group: Callable[[str, list[dict]], None] | None = None,
+) -> CheckpointResult:
+    """Measure ``task.groups`` at one checkpoint; never raises for a bad checkpoint or a failing group.
+
+    Loads the weights from ``source``, builds the hook-free model (and, lazily, the bridge), runs each
+    group on the sweep data (built once per process from the config's seeds) and returns the rows.
+    Writes nothing; ``on_group(group, rows)`` is called as each group finishes (the in-process
+    executor uses it to write each group as soon as it exists).
+    """
+    from devinterp.models.attn_only import AttnOnlyTransformer
+
+    t0 = time.perf_counter()
+    result = CheckpointResult(task.index, task.step, worker=worker_name())
+    try:
+        model = model or source.model_config()
+        ctx = _context(config, model)
+        state_dict = source.load(task.checkpoint)
+    except (CheckpointError, ValueError, RuntimeError, OSError) as err:
+        result.errors["load"] = str(err)
+        result.seconds = time.perf_counter() - t0
+        return result
+    try:
+        fast = AttnOnlyTransformer.from_state_dict(ctx.data.model, state_dict).to(config.device).eval()
+    except (ValueError, RuntimeError) as err:  # wrong shapes or keys: name the checkpoint
+        result.errors["load"] = f"{task.checkpoint.path}: {err}"
+        result.seconds = time.perf_counter() - t0
+        return result
+    models = CheckpointModels(state_dict=state_dict, fast=fast, _bridge_factory=ctx.bridge)
+    for group in task.groups:
+        try:
+            rows = GROUPS[group](models, ctx.data)
+        except Exception as err:  # isolate: record and go on with the other groups
+            result.errors[group] = f"{type(err).__name__}: {err}"
+            continue
+        result.rows[group] = rows
+        if on_group is not None:
+            on_group(group, rows)
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# The sweep (main process: plans, dispatches, writes)
+# --------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _exclusive(run_dir: Path):
+    """Hold ``run_dir/.sweep.lock`` (an advisory lock the OS drops when the process dies, even by
+    SIGKILL) so two sweeps never write one folder; no-op where fcntl is missing."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / ".sweep.lock", "a+") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            raise SweepLocked(f"{run_dir}: another sweep is writing this folder (pid {fh.read().strip() or '?'})") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def plan(source: CheckpointSource, groups: list[str], store: MetricStore) -> list[CheckpointTask]:
+    """The checkpoints with at least one group missing on disk, each with its missing groups."""
+    tasks = []
+    for index, ckpt in enumerate(source):
+        missing = tuple(g for g in groups if not store.has(ckpt.step, g))
+        if missing:
+            tasks.append(CheckpointTask(index, ckpt, missing))
+    return tasks
+
+
+def run_sweep(
+    source: CheckpointSource,
+    config: RunConfig,
+    run_dir: str | Path,
+    progress: bool = True,
+    strict: bool | None = None,
+    executor=None,
+) -> pd.DataFrame:
     """Measure every checkpoint of ``source`` with the groups of ``config.sweep.metrics``.
 
-    Writes ``run_dir/metrics/*.parquet`` (skipping groups already on disk), ``llc_settings.json`` and
-    the checkpoint statuses in ``manifest.json``; returns the whole metrics table. A checkpoint that
-    cannot be loaded or measured is recorded as failed with its reason and the sweep goes on.
+    Writes ``run_dir/metrics/*.parquet`` (skipping groups already on disk; leftover temp files of a
+    killed write are removed), ``llc_settings.json`` and the checkpoint statuses in
+    ``manifest.json`` (updated as each checkpoint finishes); returns the whole metrics table. A
+    checkpoint that cannot be loaded or measured is recorded as failed with its reason and the sweep
+    goes on; with ``strict`` (default ``config.sweep.strict``) :class:`SweepFailed` is raised at the
+    end if any failed. ``executor`` overrides ``config.sweep.executor`` (an ExecutorConfig or an
+    executor object from :mod:`devinterp.sweep.executors`).
     """
     run_dir = Path(run_dir)
+    strict = config.sweep.strict if strict is None else strict
     store = MetricStore(run_dir)
-    torch.set_num_threads(config.sweep.threads)
-    data = sweep_data(config, source)
     groups = list(dict.fromkeys(config.sweep.metrics))
-    if "llc" in groups:
-        _io.write_json(run_dir / "llc_settings.json", {"settings": config.sweep.llc.model_dump(), "calibration": None})
+    with _exclusive(run_dir):
+        removed = store.clean_temp()
+        if removed:
+            log.info("removed %d temp file(s) left by an interrupted write", removed)
+        if "llc" in groups and not (run_dir / "llc_settings.json").is_file():
+            _io.write_json(run_dir / "llc_settings.json", {"settings": config.sweep.llc.model_dump(), "calibration": None})
+        tasks = plan(source, groups, store)
+        known = read_manifest(run_dir).get("checkpoints", {})
+        statuses = {str(c.step): {"status": "done"} for c in source
+                    if known.get(str(c.step), {}).get("status") != "done" and all(store.has(c.step, g) for g in groups)}
+        if statuses:
+            update_manifest(run_dir, checkpoints=statuses)
+        t0 = time.perf_counter()
+        failures: dict[int, str] = {}
+        if tasks:
+            failures = _dispatch(source, config, run_dir, tasks, groups, store, progress, executor)
+        elapsed = time.perf_counter() - t0
+        desc = source.describe() if hasattr(source, "describe") else {"kind": type(source).__name__}
+        ex = executor if executor is not None else config.sweep.executor
+        update_manifest(run_dir, run=config.name, config_hash=config.hash(), source=desc,
+                        sweep={"executor": getattr(ex, "kind", type(ex).__name__), "measured": len(tasks),
+                               "failed": len(failures)},
+                        timings={"sweep_seconds": round(elapsed, 2)}, **environment())
+    table = store.read()
+    if strict and failures:
+        raise SweepFailed(failures, table)
+    return table
 
-    todo = [(i, c) for i, c in enumerate(source) if not all(store.has(c.step, g) for g in groups)]
-    statuses: dict[str, dict] = {}
-    bridge = None
-    t0 = time.perf_counter()
-    bar = tqdm(total=len(todo) * len(groups), desc=f"sweep {config.name}", unit="metric", disable=not progress)
-    for index, ckpt in todo:
-        missing = [g for g in groups if not store.has(ckpt.step, g)]
-        bar.set_postfix(step=ckpt.step)
-        try:
-            state_dict = source.load(ckpt)
-            fast = AttnOnlyTransformer.from_state_dict(data.model, state_dict).to(config.device).eval()
-        except (CheckpointError, ValueError) as err:
-            statuses[str(ckpt.step)] = {"status": "failed", "reason": str(err)}
-            log.warning("checkpoint %s failed: %s", ckpt.step, err)
-            bar.update(len(missing))
-            continue
-        if bridge is None:
-            bridge = build_bridge(data.model, device=config.device)
 
-        def load_bridge(sd, _bridge=bridge):
-            _bridge.load_state_dict(sd)
-            return _bridge
+def _dispatch(source, config, run_dir, tasks, groups, store, progress, executor) -> dict[int, str]:
+    from devinterp.sweep.executors import make_executor
 
-        models = CheckpointModels(state_dict=state_dict, fast=fast, _bridge_factory=load_bridge)
-        failed = []
-        for group in missing:
-            try:
-                store.write(config.name, ckpt.step, index, group, GROUPS[group](models, data))
-            except Exception as err:  # isolate: record and go on with the rest
-                failed.append(f"{group}: {type(err).__name__}: {err}")
-                log.warning("checkpoint %s, metric %s failed: %s", ckpt.step, group, err)
+    model = source.model_config()
+    total = sum(len(t.groups) for t in tasks)
+    by_index = {t.index: t for t in tasks}
+    failures: dict[int, str] = {}
+    bar = tqdm(total=total, desc=f"sweep {config.name}", unit="metric", disable=not progress)
+    n_done = 0
+    advanced = dict.fromkeys(by_index, 0)
+
+    def write_group(index: int, group: str, rows: list[dict]) -> None:
+        task = by_index[index]
+        if not store.has(task.step, group):
+            store.write(config.name, task.step, index, group, rows)
+            advanced[index] += 1
             bar.update(1)
-        statuses[str(ckpt.step)] = {"status": "failed", "reason": "; ".join(failed)} if failed else {"status": "done"}
-        if progress:
-            bar.write(f"checkpoint {ckpt.step}: {statuses[str(ckpt.step)]['status']}")
-    bar.close()
-    elapsed = time.perf_counter() - t0
-    for c in source:
-        statuses.setdefault(str(c.step), {"status": "done"})
-    update_manifest(run_dir, run=config.name, config_hash=config.hash(), checkpoints=statuses,
-                    timings={"sweep_seconds": round(elapsed, 2)}, **environment())
-    return store.read()
+
+    def finish(result: CheckpointResult) -> None:
+        nonlocal n_done
+        for group, rows in result.rows.items():
+            write_group(result.index, group, rows)
+        bar.update(len(by_index[result.index].groups) - advanced[result.index])  # failed groups
+        n_done += 1
+        status = {"status": "failed", "reason": result.reason} if result.failed else {"status": "done"}
+        status.update(seconds=round(result.seconds, 3), worker=result.worker)
+        update_manifest(run_dir, checkpoints={str(result.step): status})
+        if result.failed:
+            failures[result.step] = result.reason
+            log.warning("checkpoint %s (%d/%d) failed: %s", result.step, n_done, len(tasks), result.reason)
+        else:
+            log.info("checkpoint %s (%d/%d) done in %.2fs [%s]", result.step, n_done, len(tasks), result.seconds,
+                     result.worker)
+
+    redirect = nullcontext()
+    if progress:
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        redirect = logging_redirect_tqdm(loggers=[logging.getLogger("devinterp")])
+    ex = make_executor(executor if executor is not None else config.sweep.executor, config)
+    try:
+        with redirect:
+            ex.run(source, config, model, tasks, write_group, finish)
+    finally:
+        ex.close()
+        bar.close()
+    return failures

@@ -1,17 +1,27 @@
 """The metrics store of a run: one Parquet file per (checkpoint, metric group), written atomically.
 
-``metrics/<step:08d>__<group>.parquet`` exists only when that group finished at that checkpoint,
-so a rerun computes exactly what is missing.
+``metrics/<step:08d>__<group>.parquet`` exists only when that group finished at that checkpoint
+(each is written to a hidden temp file ``.<name>.<random>.tmp`` beside it, then renamed), so a
+rerun computes exactly what is missing. A write killed before its rename leaves only a temp file,
+which readers ignore (only ``*.parquet`` is read) and the next sweep deletes.
+
+Only the main process of a sweep writes here (workers return rows), under the run folder's lock.
 """
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pandas as pd
 
 from devinterp import _io
 from devinterp.tables import normalize_metrics, read_metrics_dir
+
+# Test hook: seconds to sleep between writing a temp file and renaming it, so a test can kill a
+# sweep mid-write deterministically. Unset in normal use.
+SLOW_WRITE_ENV = "DEVINTERP_TEST_SLOW_WRITE"
 
 
 class MetricStore:
@@ -30,7 +40,35 @@ class MetricStore:
         df.insert(0, "run", run)
         df.insert(1, "step", step)
         df.insert(2, "checkpoint", checkpoint)
-        return _io.write_parquet(self.path(step, group), normalize_metrics(df))
+        df = normalize_metrics(df)
+        pause = float(os.environ.get(SLOW_WRITE_ENV) or 0)
+
+        def write(tmp: Path) -> None:
+            df.to_parquet(tmp, index=False)
+            if pause:
+                time.sleep(pause)  # the temp file is whole, the rename has not happened
+
+        return _io.atomic_write(self.path(step, group), write)
+
+    def temp_files(self) -> list[Path]:
+        """Temp files of writes that never reached their rename (hidden, ending in .tmp)."""
+        return sorted(self.folder.glob(".*.tmp")) if self.folder.is_dir() else []
+
+    def clean_temp(self, stale_seconds: float = 600.0) -> int:
+        """Delete leftover temp files: all of them in ``metrics/`` (call only while holding the run
+        folder's sweep lock), and those older than ``stale_seconds`` in the run folder itself (e.g. of
+        manifest.json; other boxes may be writing there right now)."""
+        removed = 0
+        now = time.time()
+        run_dir = self.folder.parent
+        top = [p for p in run_dir.glob(".*.tmp") if now - p.stat().st_mtime > stale_seconds] if run_dir.is_dir() else []
+        for tmp in self.temp_files() + top:
+            try:
+                tmp.unlink()
+                removed += 1
+            except FileNotFoundError:
+                pass
+        return removed
 
     def read(self) -> pd.DataFrame:
         return read_metrics_dir(self.folder)

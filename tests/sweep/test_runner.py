@@ -58,3 +58,183 @@ def test_other_settings_in_same_folder_are_refused(tiny_run, cheap, tmp_path):
     with pytest.raises(RunDirError, match="--force-new"):
         prepare_run_dir(changed, tmp_path)
     assert prepare_run_dir(changed, tmp_path, force_new=True).name == "tiny-2"
+
+
+# ---------------------------------------------------------------------------------------------
+# Failure isolation: every kind of bad checkpoint, strict mode, malicious pickles
+# ---------------------------------------------------------------------------------------------
+
+
+class _Payload:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("touch PWNED_BY_PICKLE",))
+
+
+def _folder_with_bad_checkpoints(out, dest):
+    """The tiny run's checkpoints plus one of each bad kind; index.csv lists them all."""
+    import pickle
+
+    import torch
+
+    from devinterp.checkpoints import load_state_dict, save_checkpoint
+
+    shutil.copytree(out / "tiny" / "checkpoints", dest)
+    src = DirectorySource(dest)
+    good = src.checkpoints[-1]
+    sd = load_state_dict(good.path)
+    model = src.model_config()
+    bad = {}
+    (dest / "corrupt.safetensors").write_bytes(b"\x00garbage, not a checkpoint" * 10)
+    bad[1001] = "corrupt.safetensors"
+    whole = (dest / good.path.name).read_bytes()
+    (dest / "truncated.safetensors").write_bytes(whole[: len(whole) // 2])
+    bad[1002] = "truncated.safetensors"
+    bad[1003] = "missing.safetensors"  # listed in the index, never written
+    wrong = dict(sd)
+    key = next(k for k in wrong if k.endswith("q.weight"))
+    wrong[key] = torch.zeros(3, 5)
+    save_checkpoint(dest / "wrong_shape.safetensors", wrong, step=1004, model=model)
+    bad[1004] = "wrong_shape.safetensors"
+    with open(dest / "evil.pt", "wb") as fh:
+        pickle.dump({"w": _Payload()}, fh)
+    bad[1005] = "evil.pt"
+    index = pd.read_csv(dest / "index.csv")
+    extra = pd.DataFrame({"step": list(bad), "file": list(bad.values())})
+    pd.concat([index[["step", "file"]], extra]).to_csv(dest / "index.csv", index=False)
+    return bad
+
+
+def test_every_kind_of_bad_checkpoint_is_recorded_and_strict_fails_after_the_rest(tiny_run, cheap, tmp_path,
+                                                                                 monkeypatch):
+    from devinterp.manifest import read_manifest
+    from devinterp.sweep import SweepFailed
+
+    _, out = tiny_run
+    monkeypatch.chdir(tmp_path)
+    bad = _folder_with_bad_checkpoints(out, tmp_path / "ck")
+    config = cheap.model_copy(update={"checkpoints": tmp_path / "ck"})
+    with pytest.raises(SweepFailed, match="5 checkpoint") as info:
+        sweep(checkpoint_source(config, tmp_path), config, tmp_path, progress=False, strict=True)
+    assert set(info.value.failures) == set(bad)
+    statuses = read_manifest(tmp_path / "tiny")["checkpoints"]
+    reasons = {step: statuses[str(step)]["reason"] for step in bad}
+    assert all(statuses[str(step)]["status"] == "failed" for step in bad)
+    assert all(name in reasons[step] for step, name in bad.items()), reasons
+    assert "file is missing" in reasons[1003]
+    assert "shape (3, 5)" in reasons[1004]
+    assert "cannot be loaded safely" in reasons[1005]
+    assert not (tmp_path / "PWNED_BY_PICKLE").exists()  # the pickle's payload never ran
+    table = info.value.table  # the good ones were all measured and written before the error
+    good_steps = set(DirectorySource(out / "tiny" / "checkpoints").steps)
+    assert set(table["step"]) == good_steps
+    assert sum(s["status"] == "done" for s in statuses.values()) == len(good_steps)
+    # not strict (the default): same outcome, no error; failed ones are retried, done ones are not
+    files = {f: f.stat().st_mtime_ns for f in (tmp_path / "tiny" / "metrics").glob("*.parquet")}
+    again = sweep(checkpoint_source(config, tmp_path), config, tmp_path, progress=False)
+    pd.testing.assert_frame_equal(again, table)
+    assert {f: f.stat().st_mtime_ns for f in files} == files
+    assert read_manifest(tmp_path / "tiny")["sweep"] == {"executor": "local", "measured": 5, "failed": 5}
+
+
+def test_cli_strict_exit_status_and_quiet_log_lines(tiny_run, cheap, tmp_path, capsys, caplog):
+    import logging
+
+    import yaml
+
+    from devinterp.cli import main
+
+    _, out = tiny_run
+    bad = _folder_with_bad_checkpoints(out, tmp_path / "ck")
+    cfg = cheap.model_copy(update={"checkpoints": tmp_path / "ck"}).model_dump(mode="json")
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    args = ["-q", "sweep", str(tmp_path / "cfg.yaml"), "--out", str(tmp_path / "out")]
+    with caplog.at_level(logging.INFO, logger="devinterp.sweep"):
+        assert main(args + ["--strict"]) == 1
+    assert f"{len(bad)} checkpoint(s) failed" in capsys.readouterr().err
+    lines = [r.getMessage() for r in caplog.records if r.name == "devinterp.sweep"]
+    n_good = len(DirectorySource(out / "tiny" / "checkpoints"))
+    assert sum(" done in " in m for m in lines) == n_good  # one line per finished checkpoint, even with -q
+    assert sum(" failed: " in m for m in lines) == len(bad)
+    assert main(args) == 0  # without --strict a partial sweep is not an error
+
+
+def test_cli_refuses_other_settings_and_force_new_resumes_in_the_new_folder(tiny_run, cheap, tmp_path, capsys):
+    import yaml
+
+    from devinterp.cli import main
+
+    _, out = tiny_run
+    shutil.copytree(out / "tiny" / "checkpoints", tmp_path / "ck")
+    cfg = cheap.model_copy(update={"checkpoints": tmp_path / "ck"}).model_dump(mode="json")
+    cfg["sweep"]["metrics"] = ["loss"]
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump(cfg))
+    cfg["sweep"]["eval_sequences"] = 16
+    (tmp_path / "b.yaml").write_text(yaml.safe_dump(cfg))
+    base = ["-q", "sweep", "--out", str(tmp_path / "out")]
+    assert main(base + [str(tmp_path / "a.yaml")]) == 0
+    assert main(base + [str(tmp_path / "b.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "holds a run measured with other settings" in err and "--force-new" in err
+    assert main(base + [str(tmp_path / "b.yaml"), "--force-new"]) == 0
+    new = tmp_path / "out" / "tiny-2" / "metrics"
+    mtimes = {f: f.stat().st_mtime_ns for f in new.glob("*.parquet")}
+    assert len(mtimes) == len(DirectorySource(tmp_path / "ck"))
+    assert main(base + [str(tmp_path / "b.yaml"), "--force-new"]) == 0  # resumes in tiny-2, no tiny-3
+    assert not (tmp_path / "out" / "tiny-3").exists()
+    assert {f: f.stat().st_mtime_ns for f in new.glob("*.parquet")} == mtimes
+    # the executor and strictness are not measurement settings: no refusal
+    assert main(base + [str(tmp_path / "a.yaml"), "--strict", "--workers", "2"]) == 0
+
+
+def test_leftover_temp_files_are_ignored_and_cleaned(tiny_run, cheap, tmp_path):
+    from devinterp.sweep import MetricStore
+
+    _, out = tiny_run
+    shutil.copytree(out / "tiny" / "checkpoints", tmp_path / "ck")
+    config = cheap.model_copy(update={"checkpoints": tmp_path / "ck"})
+    table = sweep(checkpoint_source(config, tmp_path), config, tmp_path, progress=False)
+    store = MetricStore(tmp_path / "tiny")
+    victim = sorted(store.folder.glob("*.parquet"))[3]
+    half = victim.read_bytes()[:100]
+    victim.unlink()  # as if killed between writing the temp file and the rename
+    (store.folder / f".{victim.name}.k1ll3d.tmp").write_bytes(half)
+    assert len(store.temp_files()) == 1
+    assert len(store.read()) < len(table)  # the half-written temp file is not read
+    again = sweep(checkpoint_source(config, tmp_path), config, tmp_path, progress=False)
+    pd.testing.assert_frame_equal(again, table)
+    assert store.temp_files() == []
+
+
+def test_a_second_sweep_into_the_same_folder_is_refused_while_one_runs(tiny_run, cheap, tmp_path):
+    from devinterp.sweep import SweepLocked
+    from devinterp.sweep.runner import _exclusive
+
+    _, out = tiny_run
+    config = cheap.model_copy(update={"checkpoints": out / "tiny" / "checkpoints"})
+    with _exclusive(tmp_path / "tiny"):
+        with pytest.raises(SweepLocked, match="another sweep"):
+            sweep(checkpoint_source(config, tmp_path), config, tmp_path, progress=False)
+    sweep(checkpoint_source(config, tmp_path), config, tmp_path, progress=False)  # lock released
+
+
+def test_sweep_of_hugging_face_revisions_equals_the_directory_sweep(tiny_run, cheap, tmp_path, monkeypatch):
+    from devinterp.checkpoints import load_state_dict, save_hf_revision
+    from devinterp.config import SourceConfig
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    config, out = tiny_run
+    folder = DirectorySource(out / "tiny" / "checkpoints")
+    for ckpt in folder:
+        save_hf_revision(tmp_path / "hub", "me/tiny", f"step{ckpt.step}", load_state_dict(ckpt.path),
+                         step=ckpt.step, model=folder.model_config())
+    by_dir = cheap.model_copy(update={"checkpoints": out / "tiny" / "checkpoints"})
+    by_hub = cheap.model_copy(update={"source": SourceConfig(kind="huggingface", repo_id="me/tiny",
+                                                             cache_dir=tmp_path / "hub")})
+    expected = sweep(checkpoint_source(by_dir), by_dir, tmp_path / "a", progress=False)
+    table = sweep(checkpoint_source(by_hub), by_hub, tmp_path / "b", progress=False)
+    pd.testing.assert_frame_equal(table, expected, check_exact=True)
+    from devinterp.manifest import read_manifest
+
+    assert read_manifest(tmp_path / "b" / "tiny")["source"]["repo_id"] == "me/tiny"

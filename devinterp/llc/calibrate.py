@@ -1,0 +1,166 @@
+"""``calibrate_llc``: choose SGLD settings once, at a few checkpoints, and freeze them for a sweep.
+
+Rule (REFERENCE.md §1.5):
+
+1. nbeta is kept as given (``settings.nbeta``, default n/log n): it is part of what is measured.
+2. gamma is searched from small to large over ``gammas`` (default delta * sqrt(nbeta) for delta in
+   0.03, 0.1, 0.25): "Measured here", gamma biases the LLC downward through delta = gamma/sqrt(nbeta),
+   so the smallest gamma that works is taken and delta above ``max_delta`` (0.25) is never tried.
+3. For each gamma, epsilon is scanned from large to small over ``epsilons``; the first (= largest)
+   epsilon whose chains pass the sampler checks at **every** probed model is chosen. Sampler checks =
+   every diagnostic except ``negative``: a negative LLC says w* is not a minimum (an early
+   checkpoint), which no step size can change; it is recorded in the table, not used to choose.
+   A run also must keep the mean drift step small next to the noise step: drift/noise ratio
+   |(eps/2)(nbeta g + gamma (w - w*))| / |sqrt(eps) xi| <= ``max_drift_ratio`` (default 0.1) after
+   burn-in. Why: near the stability limit SGLD's discretization (and, with minibatches, the gradient
+   noise, which the drift carries) biases the LLC upward while the traces look perfectly healthy.
+   For a quadratic basin the relative bias of the sampled variance is about ratio^2 (1% at 0.1).
+   Measured on reduced-rank regression (5,3,5,0), true 6.5, full batch: ratio 0.49 / 0.35 / 0.24 /
+   0.10 / 0.04 gave 9.67 / 8.42 / 7.36 / 6.69 / 6.82 (±0.1–0.4), i.e. +49% ... +3%: all were
+   "healthy", only the ratio separates them.
+4. The chosen epsilon is then divided by ``safety`` (default 1: none).
+
+Returns a :class:`CalibratedSettings`: an ``LLCSettings`` (use it wherever settings are expected)
+that also carries ``.table`` (one dict per (gamma, epsilon, model) tried: llc, stderr, healthy,
+reasons, drift/noise ratio, seconds) and ``.choice`` (a sentence saying why). Raises
+:class:`CalibrationError` (with ``.table``) when no setting passes.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Iterable, Sequence
+
+from pydantic import PrivateAttr
+from torch import Tensor, nn
+
+from devinterp.config import LLCSettings
+from devinterp.llc.estimator import estimate_llc, resolve_settings
+
+SAMPLER_CHECKS = ("nonfinite", "runaway", "rising", "falling", "rhat", "low_ess")
+DEFAULT_EPSILONS = tuple(10 ** (-k / 2) for k in range(2, 15))  # 1e-1 ... 1e-7, factor sqrt(10)
+DEFAULT_DELTAS = (0.03, 0.1, 0.25)
+
+
+class CalibrationError(RuntimeError):
+    """No setting on the grid passed the sampler checks at every probed model; ``.table`` says what was tried."""
+
+    def __init__(self, message: str, table: list[dict]):
+        super().__init__(message)
+        self.table = table
+
+
+class CalibratedSettings(LLCSettings):
+    """LLCSettings chosen by :func:`calibrate_llc`, with the calibration table attached (not serialized)."""
+
+    _table: list[dict] = PrivateAttr(default_factory=list)
+    _choice: str = PrivateAttr("")
+
+    @property
+    def table(self) -> list[dict]:
+        """One row per (gamma, epsilon, model) run: the evidence behind the choice."""
+        return self._table
+
+    @property
+    def choice(self) -> str:
+        return self._choice
+
+    def frozen(self) -> LLCSettings:
+        """A plain :class:`LLCSettings` with the same values."""
+        return LLCSettings.model_validate(self.model_dump())
+
+
+def _sampler_failures(reasons: list[str]) -> list[str]:
+    return [r for r in reasons if r.split(":")[0] in SAMPLER_CHECKS]
+
+
+def calibrate_llc(
+    models: nn.Module | Sequence[nn.Module],
+    data: Iterable[Any],
+    loss_fn: Callable[[nn.Module, Any], Tensor],
+    *,
+    settings: LLCSettings | None = None,
+    epsilons: Sequence[float] | None = None,
+    gammas: Sequence[float] | None = None,
+    max_delta: float = 0.25,
+    max_drift_ratio: float = 0.1,
+    safety: float = 1.0,
+    n: int | None = None,
+    device: Any = None,
+    param_mask: dict | None = None,
+    log: Callable[[str], None] | None = None,
+    **overrides: Any,
+) -> CalibratedSettings:
+    """Search epsilon (and gamma) at ``models`` (e.g. first, middle and last checkpoints).
+
+    models:    one model or a sequence; each is estimated with the same data and settings.
+    data, loss_fn, n, device, param_mask: as for :func:`estimate_llc`.
+    settings / **overrides: everything except epsilon and gamma (chains, draws, burnin, nbeta, seed...),
+               used unchanged in the search, so the chosen settings are tested as they will be used.
+    epsilons:  candidate step sizes (scanned largest first); default 1e-1 ... 1e-7, factor sqrt(10).
+    gammas:    candidate localizations (tried smallest first); default delta*sqrt(nbeta), delta in
+               (0.03, 0.1, 0.25). Candidates with gamma/sqrt(nbeta) > max_delta are dropped.
+    max_drift_ratio: largest allowed mean drift/noise step ratio (see rule 3).
+    safety:    divide the chosen epsilon by this (>= 1).
+    log:       optional callable receiving one line per run (e.g. ``print``).
+    """
+    base = resolve_settings(settings, overrides)
+    models = [models] if isinstance(models, nn.Module) else list(models)
+    if not models:
+        raise ValueError("calibrate_llc needs at least one model")
+    if safety < 1:
+        raise ValueError(f"safety must be >= 1, got {safety}")
+    eps_grid = sorted(set(epsilons if epsilons is not None else DEFAULT_EPSILONS), reverse=True)
+    table: list[dict] = []
+
+    # nbeta as the estimator will resolve it (cheap probe: one step, one draw)
+    probe = estimate_llc(models[0], data, loss_fn, settings=base, n=n, device=device, param_mask=param_mask,
+                         chains=1, draws=1, burnin=0, thin=1, init_loss_batches=1)
+    nbeta = probe.nbeta
+    gamma_grid = sorted(gammas) if gammas is not None else [d * math.sqrt(nbeta) for d in DEFAULT_DELTAS]
+    gamma_grid = [g for g in gamma_grid if g / math.sqrt(nbeta) <= max_delta + 1e-12]
+    if not gamma_grid:
+        raise ValueError(f"no gamma with gamma/sqrt(nbeta) <= max_delta={max_delta} (nbeta={nbeta:.4g}); got {gammas}")
+
+    for gamma in gamma_grid:
+        for eps in eps_grid:
+            ok = True
+            for i, model in enumerate(models):
+                res = estimate_llc(model, data, loss_fn, settings=base, n=n, device=device, param_mask=param_mask,
+                                   epsilon=eps, gamma=gamma)
+                fails = _sampler_failures(res.reasons)
+                ratio = res.diagnostics.get("drift_noise_ratio", float("nan"))
+                if not fails and not ratio <= max_drift_ratio:
+                    fails = [f"drift_ratio: drift/noise step ratio {ratio:.3g} > {max_drift_ratio:g} (epsilon too large)"]
+                table.append({
+                    "gamma": gamma, "delta": gamma / math.sqrt(nbeta), "epsilon": eps, "model": i,
+                    "llc": res.llc, "stderr": res.stderr, "init_loss": res.init_loss,
+                    "mean_loss": float(res.loss_trace.mean()), "healthy": res.healthy,
+                    "passed": not fails, "reasons": "; ".join(res.reasons + [f for f in fails if f not in res.reasons]),
+                    "drift_noise_ratio": ratio,
+                    "rhat": res.diagnostics.get("rhat", float("nan")), "seconds": res.seconds,
+                })
+                if log is not None:
+                    r = table[-1]
+                    log(f"gamma={gamma:.4g} eps={eps:.3g} model={i}: llc={r['llc']:.4g}±{r['stderr']:.2g} "
+                        f"ratio={r['drift_noise_ratio']:.3g} {'ok' if not fails else '; '.join(f.split(':')[0] for f in fails)}")
+                if fails:
+                    ok = False
+                    break
+            if ok:
+                chosen_eps = eps / safety
+                out = CalibratedSettings.model_validate({**base.model_dump(), "epsilon": chosen_eps, "gamma": gamma})
+                out._table = table
+                out._choice = (
+                    f"epsilon={chosen_eps:.3g} (largest of {len(eps_grid)} tried whose chains passed the sampler checks and "
+                    f"drift-ratio limit at all {len(models)} models{', divided by safety ' + str(safety) if safety != 1 else ''}),"
+                    f" gamma={gamma:.4g} (smallest passing; delta=gamma/sqrt(nbeta)={gamma / math.sqrt(nbeta):.3g}),"
+                    f" nbeta={nbeta:.4g}"
+                )
+                return out
+    raise CalibrationError(
+        f"no (epsilon, gamma) on the grid passed the sampler checks at all {len(models)} models "
+        f"(epsilons {eps_grid[0]:.3g}..{eps_grid[-1]:.3g}, gammas {[round(g, 4) for g in gamma_grid]}); "
+        "try more burnin/draws, smaller epsilons or a larger max_delta; see .table for the reasons",
+        table,
+    )

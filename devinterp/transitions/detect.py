@@ -1,0 +1,265 @@
+"""detect_stages: the stages table (DESIGN.md) from the long metrics table, a pure function.
+
+Pipeline per run: the LLC series (per-chain values kept) → GP smoother against log step →
+slope with its posterior covariance → boundaries (critical points, change points on slope
+states, or both) → stages with d_llc (chain by chain where possible), d_loss and type → bootstrap
+confidence and interval of each boundary → the heads that changed most. See docs/detection.md.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from pydantic import ValidationError
+
+from devinterp.config import ConfigError, DetectConfig, _format_errors
+from devinterp.tables import STAGE_COLUMNS, normalize_metrics
+from devinterp.transitions import changepoints as cp
+from devinterp.transitions.bootstrap import boundary_confidence, resamples
+from devinterp.transitions.classify import change_with_stderr, classify_stage
+from devinterp.transitions.critical import Boundary, SlopeProfile, critical_z, find_critical_points
+from devinterp.transitions.heads import head_tables, rank_heads
+from devinterp.transitions.signals import HEAD_METRICS, Signal, llc_signal, model_signal, to_axis
+from devinterp.transitions.smoothing import GPFit, fit_gp, slope_profile
+
+
+def settings_from(settings: dict) -> DetectConfig:
+    """Validate keyword settings through :class:`DetectConfig`; a bad one raises ConfigError naming it."""
+    try:
+        return DetectConfig(**settings)
+    except ValidationError as err:
+        allowed = ", ".join(DetectConfig.model_fields)
+        raise ConfigError(_format_errors(err, "detect_stages") + f"\n(allowed settings: {allowed})") from None
+
+
+@dataclass
+class _Primary:
+    """The signal boundaries are read from, its smoother and slope profile."""
+
+    signal: Signal
+    x: np.ndarray
+    fit: GPFit
+    profile: SlopeProfile
+    G: np.ndarray  # slope on the profile grid = G @ y
+    z_crit: float
+
+
+def _primary(sig: Signal, cfg: DetectConfig) -> _Primary | None:
+    x = to_axis(sig.step, sig.checkpoint, cfg.axis)
+    if len(x) < 3 or np.ptp(sig.y) == 0:
+        return None
+    fit = fit_gp(x, sig.y)
+    profile, G = slope_profile(fit)
+    return _Primary(sig, x, fit, profile, G, critical_z(float(x[-1] - x[0]), fit.length, cfg.alpha))
+
+
+def _extra_features(metrics: pd.DataFrame, cfg: DetectConfig, primary: _Primary) -> list[np.ndarray]:
+    """Slope z-scores, at the primary signal's checkpoints, of the other signals in ``cfg.signals``."""
+    out = []
+    for name in cfg.signals:
+        if name == primary.signal.name or (name == "llc" and primary.signal.name == "llc"):
+            continue
+        if name in HEAD_METRICS:
+            from devinterp.transitions.signals import head_table
+
+            t = head_table(metrics, name)
+            if t is None:
+                continue
+            col = (t.max() - t.min()).idxmax()
+            s = t[col].dropna()
+            sig = Signal(name, np.zeros(len(s), np.int64), s.index.to_numpy(np.int64), s.to_numpy(float))
+            steps = metrics.groupby("checkpoint")["step"].first()
+            sig.step = steps.loc[sig.checkpoint].to_numpy(np.int64)
+        else:
+            sig = llc_signal(metrics, drop_unhealthy=cfg.drop_unhealthy) if name == "llc" else model_signal(metrics, name)
+        if sig is None or len(sig) < 3 or np.ptp(sig.y) == 0:
+            continue
+        x = to_axis(sig.step, sig.checkpoint, cfg.axis)
+        fit = fit_gp(x, sig.y)
+        xs = primary.x
+        g = fit.operator(xs, derivative=True) @ sig.y
+        sd = np.sqrt(np.clip(np.diag(fit.covariance(xs, derivative=True)), 1e-300, None))
+        out.append(g / sd)
+    return out
+
+
+def _boundaries(p: _Primary, cfg: DetectConfig, g: np.ndarray, z_crit: float, method: str,
+                extra: list[np.ndarray]) -> list[Boundary]:
+    prof = SlopeProfile(p.profile.xs, g, p.profile.cov, p.profile.length, p.profile.x_data)
+    min_ck = max(cfg.min_size, 3)
+    if method == "critical":
+        return find_critical_points(prof, z_crit, min_checkpoints=min_ck)
+    # change points on the slope states, evaluated at the checkpoints
+    idx = np.clip(np.searchsorted(prof.xs, p.x), 0, len(prof.xs) - 1)
+    z_ck = (g / prof.sd)[idx]
+    feats = cp.state_features([z_ck, *extra], z_crit)
+    pen = cp.bic_penalty(len(feats), feats.shape[1], z_crit) if cfg.penalty == "bic" else float(cfg.penalty)
+    try:
+        state_ck = cp.segment_states(feats, algorithm=cfg.algorithm, pen=pen, min_size=cfg.min_size)
+    except cp.BadSegmentationParameters:
+        return []
+    nearest = np.abs(prof.xs[:, None] - p.x[None, :]).argmin(1)
+    return find_critical_points(prof, z_crit, min_checkpoints=min_ck, state=state_ck[nearest])
+
+
+def _snap(p: _Primary, found: list[Boundary], min_size: int) -> list[tuple[int, float]]:
+    """Boundaries as (checkpoint index, strength), one per checkpoint, stages >= min_size checkpoints."""
+    n = len(p.x)
+    out: dict[int, float] = {}
+    for b in found:
+        i = int(np.argmin(np.abs(p.x - b.x)))
+        if 0 < i < n - 1:
+            out[i] = max(out.get(i, -np.inf), b.strength)
+    items = sorted(out.items())
+    gap = max(1, min_size - 1)
+    while True:
+        edges = [(0, np.inf), *items, (n - 1, np.inf)]
+        bad = [k for k in range(1, len(edges)) if edges[k][0] - edges[k - 1][0] < gap]
+        if not bad:
+            return items
+        k = bad[0]
+        weaker = k if edges[k][1] <= edges[k - 1][1] else k - 1  # never the run's ends (inf)
+        if weaker == len(edges) - 1:
+            weaker = k - 1
+        items.remove(edges[weaker])
+
+
+def _detect(p: _Primary, cfg: DetectConfig, g: np.ndarray, extra: list[np.ndarray]) -> list[tuple[int, float]]:
+    """Boundaries for one slope curve ``g`` (the data's or a resample's)."""
+
+    def at(z_crit: float) -> list[tuple[int, float]]:
+        if cfg.method == "consensus":
+            crit = _snap(p, _boundaries(p, cfg, g, z_crit, "critical", extra), cfg.min_size)
+            chg = [i for i, _ in _snap(p, _boundaries(p, cfg, g, z_crit, "changepoint", extra), cfg.min_size)]
+            return [(i, s) for i, s in crit if any(abs(i - j) <= cfg.tolerance for j in chg)]
+        return _snap(p, _boundaries(p, cfg, g, z_crit, cfg.method, extra), cfg.min_size)
+
+    if cfg.n_stages is None:
+        return at(p.z_crit)
+    want = cfg.n_stages - 1
+    found = at(p.z_crit)
+    for z in np.geomspace(p.z_crit, 0.25, 25)[1:]:
+        if len(found) >= want:
+            break
+        found = at(float(z))
+    if len(found) < want:
+        warnings.warn(f"found only {len(found) + 1} of the {cfg.n_stages} stages asked for", stacklevel=4)
+    keep = sorted(sorted(found, key=lambda t: -t[1])[:want])
+    return keep
+
+
+def _single_stage(run: str, steps: np.ndarray, method: str) -> pd.DataFrame:
+    return pd.DataFrame([{
+        "run": run, "stage": 1, "start_step": int(steps[0]), "end_step": int(steps[-1]), "type": "-",
+        "d_loss": np.nan, "d_llc": np.nan, "d_llc_stderr": np.nan, "confidence": 1.0,
+        "boundary_lo": int(steps[0]), "boundary_hi": int(steps[0]), "heads": "", "method": method,
+    }], columns=STAGE_COLUMNS)
+
+
+def _detect_run(m: pd.DataFrame, run: str, cfg: DetectConfig) -> pd.DataFrame:
+    steps_all = np.sort(m["step"].unique())
+    sig = llc_signal(m, drop_unhealthy=cfg.drop_unhealthy)
+    if sig is None or len(sig) < 3:
+        for name in cfg.signals:
+            if name != "llc" and name not in HEAD_METRICS:
+                sig = model_signal(m, name)
+                if sig is not None and len(sig) >= 3:
+                    warnings.warn(f"run {run!r}: no usable LLC; boundaries are read from {name!r} and "
+                                  "every stage is typed '-'", stacklevel=3)
+                    break
+        else:
+            sig = None
+    if sig is None or len(sig) < 3:
+        return _single_stage(run, steps_all, cfg.method) if len(steps_all) else pd.DataFrame(columns=STAGE_COLUMNS)
+    has_llc = sig.name == "llc"
+    p = _primary(sig, cfg)
+    if p is None:  # constant signal: one stage
+        out = _single_stage(run, sig.step, cfg.method)
+        if has_llc:
+            out["d_llc"], out["d_llc_stderr"] = 0.0, 0.0
+        return out
+    extra = _extra_features(m, cfg, p) if cfg.method in ("changepoint", "consensus") else []
+    found = _detect(p, cfg, p.profile.g, extra)
+    idx = [i for i, _ in found]
+
+    # bootstrap: same hyperparameters, so a resample's slope is G @ y*
+    n = len(p.x)
+    conf, lo, hi = np.ones(len(idx)), np.array(idx, int), np.array(idx, int)
+    if cfg.bootstrap and idx:
+        M_data = p.fit.operator(p.x)
+        series = resamples(sig.y, chains=sig.chains, fitted=M_data @ sig.y, n=cfg.bootstrap, seed=cfg.seed)
+        conf, lo, hi = boundary_confidence(idx, lambda ys: [i for i, _ in _detect(p, cfg, p.G @ ys, extra)],
+                                           series, tolerance=cfg.tolerance)
+
+    edges = [0, *idx, n - 1]
+    M = p.fit.operator(p.x)
+    cov = p.fit.covariance(p.x)
+    loss = model_signal(m, "loss")
+    tables = head_tables(m)
+    rows = []
+    for k in range(len(edges) - 1):
+        i, j = edges[k], edges[k + 1]
+        if has_llc:
+            d_llc, se = change_with_stderr(M, cov, sig.y, sig.chains, i, j)
+            kind = classify_stage(d_llc, se, cfg.significance)
+        else:
+            d_llc, se, kind = np.nan, np.nan, "-"
+        d_loss = np.nan
+        if loss is not None and len(loss) >= 2:
+            a = int(np.argmin(np.abs(loss.step - sig.step[i])))
+            b = int(np.argmin(np.abs(loss.step - sig.step[j])))
+            d_loss = float(loss.y[b] - loss.y[a])
+        heads = rank_heads(tables, int(sig.checkpoint[i]), int(sig.checkpoint[j]), cfg.top_heads)
+        if k == 0:
+            c, blo, bhi = 1.0, int(sig.step[0]), int(sig.step[0])
+        else:
+            c = float(conf[k - 1])
+            blo = int(sig.step[int(np.clip(lo[k - 1], 0, n - 1))])
+            bhi = int(sig.step[int(np.clip(hi[k - 1], 0, n - 1))])
+        rows.append({"run": run, "stage": k + 1, "start_step": int(sig.step[i]), "end_step": int(sig.step[j]),
+                     "type": kind, "d_loss": d_loss, "d_llc": d_llc, "d_llc_stderr": se, "confidence": c,
+                     "boundary_lo": blo, "boundary_hi": bhi, "heads": ",".join(heads),
+                     "method": cfg.method if has_llc else f"{cfg.method}:{sig.name}"})
+    out = pd.DataFrame(rows, columns=STAGE_COLUMNS)
+    bootstrap_kind = "chains" if sig.chains is not None else "residuals"
+    out.attrs["bootstrap"] = bootstrap_kind if cfg.bootstrap else "off"
+    out.attrs["notes"] = list(sig.notes) + (
+        [] if bootstrap_kind == "chains" or not cfg.bootstrap else
+        ["no per-chain LLC rows: confidence from a residual bootstrap (assumes independent residuals)"])
+    return out
+
+
+def detect_stages(metrics: pd.DataFrame, **settings) -> pd.DataFrame:
+    """The stages table (columns ``devinterp.tables.STAGE_COLUMNS``) of every run in ``metrics``.
+
+    Args:
+        metrics: the long metrics table (DESIGN.md); it is normalised first, so missing optional
+            columns are fine. Per-chain LLC rows (``chain`` set) enable the chain bootstrap and
+            chain-by-chain differences; LLC rows with ``healthy == False`` are dropped with a warning.
+        **settings: fields of :class:`devinterp.config.DetectConfig` (defaults there); an unknown
+            or invalid one raises ``ConfigError`` naming it.
+
+    Returns one row per stage, in step order, stage numbers from 1. Boundaries are critical points
+    of the smoothed LLC against the axis (peaks, troughs, plateaus, edges of flat stages). A run
+    with no LLC reads boundaries from the first usable signal in ``signals`` (types '-'); a run with
+    fewer than 3 usable checkpoints or a constant signal is one stage. ``DataFrame.attrs`` holds
+    ``bootstrap`` ('chains', 'residuals' or 'off') and ``notes``. Pure: the input is not modified.
+    """
+    cfg = settings_from(settings)
+    m = normalize_metrics(metrics)
+    frames = []
+    notes: list[str] = []
+    modes = set()
+    for run in pd.unique(m["run"].dropna()):
+        out = _detect_run(m[m["run"] == run], str(run), cfg)
+        notes += [f"{run}: {n}" for n in out.attrs.get("notes", [])]
+        modes.add(out.attrs.get("bootstrap", "off"))
+        frames.append(out)
+    if not frames:
+        return pd.DataFrame(columns=STAGE_COLUMNS)
+    result = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    result.attrs = {"bootstrap": ",".join(sorted(modes)), "notes": notes}
+    return result

@@ -1,0 +1,72 @@
+"""Diagnostics: the statistics on series with known answers, and the checks firing on real failures."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from devinterp.llc import diagnose, ess, estimate_llc, split_rhat, trend_z
+from llc_analytic_models import half_mse, regression_problem
+
+
+def _ar1(rho, n, seed):
+    rng = np.random.default_rng(seed)
+    x = np.empty(n)
+    x[0] = rng.normal() / np.sqrt(1 - rho**2)
+    for t in range(1, n):
+        x[t] = rho * x[t - 1] + rng.normal()
+    return x
+
+
+def test_ess_matches_ar1_theory():
+    # ESS of AR(1) = n (1 - rho) / (1 + rho)
+    iid = np.mean([ess(_ar1(0.0, 4000, s)) for s in range(5)])
+    assert iid == pytest.approx(4000, rel=0.15)
+    corr = np.mean([ess(_ar1(0.8, 4000, s)) for s in range(5)])
+    assert corr == pytest.approx(4000 * 0.2 / 1.8, rel=0.25)
+
+
+def test_rhat_and_trend():
+    rng = np.random.default_rng(0)
+    mixed = rng.normal(size=(4, 500))
+    assert split_rhat(mixed) < 1.02
+    assert split_rhat(mixed + np.arange(4)[:, None]) > 1.5
+    z, _ = trend_z(mixed)
+    assert abs(z) < 3
+    z, delta = trend_z(mixed + np.linspace(0, 3, 500))
+    assert z > 3 and delta > 0
+
+
+def test_diagnose_flags():
+    rng = np.random.default_rng(1)
+    trace = 1.02 + 0.01 * rng.normal(size=(4, 300))  # LLC = 2
+    kw = dict(init_loss=1.0, init_loss_stderr=0.0, nbeta=100.0, d_sampled=10)
+    llcs = 100 * (trace.mean(1) - 1.0)
+    ok = diagnose(trace, llcs, llc=llcs.mean(), stderr=llcs.std(ddof=1) / 2, **kw)
+    assert ok.healthy, ok.reasons
+    low = trace - 0.07  # far below the init loss
+    llcs = 100 * (low.mean(1) - 1.0)
+    bad = diagnose(low, llcs, llc=llcs.mean(), stderr=llcs.std(ddof=1) / 2, **kw)
+    assert [r.split(":")[0] for r in bad.reasons] == ["negative"]
+    nan = trace.copy()
+    nan[2, 50:] = np.nan
+    assert diagnose(nan, llcs, llc=np.nan, stderr=np.nan, **kw).reasons[0].startswith("nonfinite")
+
+
+def test_too_large_epsilon_is_unhealthy():
+    model, data = regression_problem(3, 2)
+    kw = dict(chains=3, burnin=50, draws=100, batch_size=1000, gamma=1.0)
+    assert estimate_llc(model, data, half_mse, epsilon=1e-3, **kw).healthy
+    hot = estimate_llc(model, data, half_mse, epsilon=0.05, **kw)  # eps*nbeta*curvature > 4: unstable
+    assert not hot.healthy
+    assert {r.split(":")[0] for r in hot.reasons} & {"nonfinite", "runaway"}
+
+
+def test_not_a_minimum_is_flagged():
+    model, data = regression_problem(3, 2)
+    with torch.no_grad():
+        model.weight.add_(0.2)
+    r = estimate_llc(model, data, half_mse, chains=3, burnin=50, draws=100, batch_size=1000, epsilon=1e-3, gamma=1.0)
+    assert not r.healthy
+    assert "negative" in {x.split(":")[0] for x in r.reasons}

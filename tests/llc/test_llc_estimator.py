@@ -1,0 +1,186 @@
+"""Contract tests of estimate_llc: SGLD convention, determinism, common random numbers, backends, n/nbeta, masks."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from devinterp.config import LLCSettings, ModelConfig
+from devinterp.llc import estimate_llc, head_mask, sgld_step
+from devinterp.llc.backends import SequentialLoss, VmapLoss
+from devinterp.llc.data import SGLDData
+from devinterp.llc.params import FlatParams
+from devinterp.metrics.losses import next_token_loss
+from devinterp.models.attn_only import AttnOnlyTransformer
+from llc_analytic_models import half_mse, regression_problem
+
+FAST = dict(chains=3, burnin=20, draws=40, batch_size=50, epsilon=1e-4, gamma=1.0)
+
+
+def test_sgld_without_noise_and_localization_is_sgd():
+    model, data = regression_problem(3, 2, bias=True)
+    with torch.no_grad():
+        model.weight.add_(0.3)  # move off the minimum so the gradient is not zero
+    x, y = data[0]
+    eps, nbeta = 1e-3, 7.0
+    flat = FlatParams.of(model)
+    w = flat.flatten(model).unsqueeze(0)
+    loss, grad = SequentialLoss(model, half_mse, flat, torch.device("cpu"), "float32").loss_and_grad(w, (x, y))
+    sgld_step(w, grad, w[0].clone(), None, epsilon=eps, nbeta=nbeta, gamma=0.0, noise_level=0.0)
+
+    ref = copy.deepcopy(model)  # a plain nn.Linear: deepcopy is safe here
+    opt = torch.optim.SGD(ref.parameters(), lr=eps * nbeta / 2)
+    half_mse(ref, (x, y)).backward()
+    opt.step()
+    torch.testing.assert_close(w[0], FlatParams.of(ref).flatten(ref), rtol=0, atol=1e-7)
+
+
+def test_sgld_noise_has_variance_epsilon_and_mask_freezes():
+    w = torch.zeros(2, 100_000)
+    noise = torch.randn(2, 100_000, generator=torch.Generator().manual_seed(0))
+    mask = torch.zeros(100_000)
+    mask[:50_000] = 1
+    sgld_step(w, torch.zeros_like(w), torch.zeros(100_000), noise, epsilon=0.04, nbeta=1.0, gamma=0.0, mask=mask)
+    assert w[:, 50_000:].abs().max() == 0
+    assert w[:, :50_000].std().item() == pytest.approx(math.sqrt(0.04), rel=0.01)
+
+
+def test_same_seed_same_result_and_global_rng_untouched():
+    model, data = regression_problem(3, 2)
+    torch.manual_seed(5)
+    a = estimate_llc(model, data, half_mse, **FAST)
+    after = torch.rand(1)
+    torch.manual_seed(5)
+    assert torch.rand(1) == after  # estimate_llc drew nothing from the global generator
+    b = estimate_llc(model, data, half_mse, **FAST)
+    np.testing.assert_array_equal(a.loss_trace, b.loss_trace)
+    assert a.llc == b.llc
+    c = estimate_llc(model, data, half_mse, **{**FAST, "seed": 1})
+    assert c.llc != a.llc
+
+
+def test_common_random_numbers_are_independent_of_weights():
+    """Batch order and noise depend on the seed only: two models see the same minibatches/noise."""
+    d1 = SGLDData.from_data([torch.arange(100.0).view(100, 1)])
+    s1, s2 = d1.schedule(30, 16, seed=3), d1.schedule(30, 16, seed=3)
+    assert torch.equal(s1, s2)
+    assert not torch.equal(s1, d1.schedule(30, 16, seed=4))
+    # each sample appears once per epoch
+    assert sorted(s1.reshape(-1)[:96].tolist())[:96] == sorted(set(s1.reshape(-1)[:96].tolist()))
+    # a chain's trace does not depend on how many chains run (per-chain noise streams)
+    model, data = regression_problem(3, 2)
+    three = estimate_llc(model, data, half_mse, **FAST)
+    five = estimate_llc(model, data, half_mse, **{**FAST, "chains": 5})
+    np.testing.assert_allclose(three.loss_trace, five.loss_trace[:3], rtol=1e-6)
+
+
+def test_vmap_and_sequential_backends_agree():
+    model, data = regression_problem(3, 2, bias=True)
+    v = estimate_llc(model, data, half_mse, backend="vmap", **FAST)
+    s = estimate_llc(model, data, half_mse, backend="sequential", **FAST)
+    assert (v.backend, s.backend) == ("vmap", "sequential")
+    np.testing.assert_allclose(v.loss_trace, s.loss_trace, rtol=1e-5)
+    assert v.llc == pytest.approx(s.llc, rel=1e-4)
+
+
+def _tiny_transformer(seed=0):
+    cfg = ModelConfig(n_layers=2, n_heads=2, d_model=16, d_head=8, n_ctx=12, d_vocab=11)
+    torch.manual_seed(seed)
+    model = AttnOnlyTransformer(cfg)
+    for p in model.parameters():  # non-trivial layer-norm affine and biases
+        torch.nn.init.normal_(p, std=0.3) if p.dim() == 1 else None
+    tokens = torch.randint(0, 11, (40, 12), generator=torch.Generator().manual_seed(1))
+    return model, list(tokens.split(8))
+
+
+def test_fused_backend_equals_the_model_forward():
+    model, batches = _tiny_transformer()
+    flat = FlatParams.of(model)
+    w = flat.flatten(model)
+    W = torch.stack([w, w + 0.01 * torch.randn(w.shape, generator=torch.Generator().manual_seed(2))])
+    from devinterp.llc.fused_attn_only import fused_for
+
+    fused = fused_for(model, next_token_loss, flat, torch.device("cpu"), "float32")
+    assert fused is not None
+    ref = VmapLoss(model, next_token_loss, flat, torch.device("cpu"), "float32")
+    lf, gf = fused.loss_and_grad(W, batches[0])
+    lr_, gr = ref.loss_and_grad(W, batches[0])
+    torch.testing.assert_close(lf, lr_, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(gf, gr, rtol=1e-4, atol=1e-6)
+    # and the whole estimate
+    kw = dict(chains=2, burnin=5, draws=10, batch_size=8, epsilon=1e-4, gamma=10.0)
+    a = estimate_llc(model, batches, next_token_loss, **kw)
+    b = estimate_llc(model, batches, next_token_loss, backend="vmap", **kw)
+    assert a.backend == "fused"
+    np.testing.assert_allclose(a.loss_trace, b.loss_trace, rtol=1e-4)
+
+
+def test_nbeta_and_n_sources():
+    x = torch.randn(100, 3)
+    y = torch.randn(100, 2)
+    model = torch.nn.Linear(3, 2)
+    kw = dict(chains=1, burnin=0, draws=2, batch_size=10)
+    r = estimate_llc(model, [(x[:60], y[:60]), (x[60:], y[60:])], half_mse, **kw)
+    assert r.n == 100 and r.nbeta == pytest.approx(100 / math.log(100))
+    assert "n=100" in r.nbeta_source
+    loader = DataLoader(TensorDataset(x, y), batch_size=32, drop_last=True, shuffle=True)
+    r = estimate_llc(model, loader, half_mse, **kw)
+    assert r.n == 100 and "len(data.dataset)" in r.nbeta_source
+    r = estimate_llc(model, loader, half_mse, n=1000, **kw)
+    assert r.nbeta == pytest.approx(1000 / math.log(1000))
+    r = estimate_llc(model, loader, half_mse, settings=LLCSettings(nbeta=3.0, **kw))
+    assert r.nbeta == 3.0 and r.nbeta_source == "settings.nbeta"
+
+
+def test_init_loss_covers_all_data_when_batches_suffice():
+    model, data = regression_problem(3, 2)
+    r = estimate_llc(model, data, half_mse, chains=1, burnin=0, draws=2, batch_size=100, init_loss_batches=10)
+    assert r.init_loss == pytest.approx(float(half_mse(model, data[0]).detach()), rel=1e-6)
+    assert r.init_loss_stderr == 0.0
+
+
+def test_burnin_and_thinning_shapes():
+    model, data = regression_problem(3, 2)
+    r = estimate_llc(model, data, half_mse, **{**FAST, "burnin": 7, "draws": 11, "thin": 3})
+    assert r.loss_trace.shape == (3, 11) and r.burnin_trace.shape == (3, 7)
+    assert r.chain_llcs.shape == (3,)
+    assert r.stderr == pytest.approx(r.chain_llcs.std(ddof=1) / math.sqrt(3))
+    assert r.llc == pytest.approx(r.nbeta * (r.loss_trace.mean() - r.init_loss), rel=1e-9)
+
+
+def test_wbic_when_asked():
+    model, data = regression_problem(3, 2)
+    r = estimate_llc(model, data, half_mse, wbic=True, **FAST)
+    assert r.wbic == pytest.approx(1000 * r.loss_trace.mean())
+    assert estimate_llc(model, data, half_mse, **FAST).wbic is None
+
+
+def test_errors_name_what_is_allowed():
+    model, data = regression_problem(3, 2)
+    with pytest.raises(TypeError, match="allowed"):
+        estimate_llc(model, data, half_mse, step_size=1e-3)
+    with pytest.raises(KeyError, match="not parameters"):
+        estimate_llc(model, data, half_mse, param_mask={"nope": True}, **FAST)
+    with pytest.raises(ValueError, match="shape"):
+        estimate_llc(model, data, half_mse, param_mask={"weight": torch.ones(3, 3, dtype=torch.bool)}, **FAST)
+    with pytest.raises(ValueError, match="n=..."):
+        estimate_llc(model, [None], lambda m, b: (m.weight ** 2).sum(), **FAST)
+    with pytest.raises(ValueError, match="backend"):
+        estimate_llc(model, data, half_mse, backend="fused", **FAST)
+
+
+def test_frozen_coordinates_do_not_move_and_head_mask_layout():
+    model, batches = _tiny_transformer()
+    masks = head_mask(model, 1, 0)
+    assert set(masks) == {f"blocks.1.attn.{p}.{k}" for p in "qkv" for k in ("weight", "bias")} | {"blocks.1.attn.o.weight"}
+    assert masks["blocks.1.attn.q.weight"][:8].all() and not masks["blocks.1.attn.q.weight"][8:].any()
+    assert masks["blocks.1.attn.o.weight"][:, :8].all() and not masks["blocks.1.attn.o.weight"][:, 8:].any()
+    r = estimate_llc(model, batches, next_token_loss, param_mask=masks, chains=2, burnin=3, draws=5, batch_size=8)
+    assert r.d_sampled == 4 * 8 * 16 + 3 * 8
+    with pytest.raises(ValueError, match="head 2"):
+        head_mask(model, 0, 2)
