@@ -123,11 +123,17 @@ def detect(run_dir: str | Path, config: RunConfig | None = None, **overrides) ->
     return stages
 
 
-def render_report(results: Results, path: str | Path) -> Path:
-    """Write the standalone HTML report of ``results`` to ``path``."""
+def render_report(results: Results, path: str | Path, config: RunConfig | None = None) -> Path:
+    """Write the standalone HTML report of ``results`` to ``path``.
+
+    Title and step axis come from ``config.report``, else from the run's own config.yaml.
+    """
     from devinterp.report import render_report as _render
 
-    return _render(results, path)
+    if config is None and results.path is not None and (results.path / "config.yaml").is_file():
+        config = load_config(results.path / "config.yaml")
+    report = config.report if config is not None else RunConfig().report
+    return _render(results, path, title=report.title, step_axis=report.step_axis)
 
 
 def run(config: RunConfig | str | Path, out: str | Path = "out", progress: bool = True) -> Results:
@@ -143,6 +149,6 @@ def run(config: RunConfig | str | Path, out: str | Path = "out", progress: bool 
     run_dir = run_dir_for(config, out)
     detect(run_dir, config)
     results = load_results(run_dir)
-    render_report(results, run_dir / "report.html")
+    render_report(results, run_dir / "report.html", config)
     update_manifest(run_dir, timings={"run_seconds": round(time.perf_counter() - t0, 2)}, status="complete")
     return load_results(run_dir)

@@ -96,6 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="write the standalone HTML report of a run", formatter_class=fmt)
     p.add_argument("run_dir", type=Path, help="a run directory, e.g. out/quickstart")
     p.add_argument("--output", type=Path, default=None, help="HTML file to write (default: <run_dir>/report.html)")
+
+    p = sub.add_parser("serve", help="interactive Dash explorer of the runs under a folder", formatter_class=fmt,
+                       description="Serve a Dash app over every run under ROOT: compare runs, re-run detection "
+                                   "live, inspect a stage's heads. Needs the `app` extra (pip install dash).")
+    p.add_argument("root", type=Path, nargs="?", default=Path("out"), help="folder holding run directories")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind; another host only when you mean it")
+    p.add_argument("--port", type=int, default=8050, help="port to listen on")
     return parser
 
 
@@ -128,6 +135,14 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "report":
             out = args.output or args.run_dir / "report.html"
             print(f"report: {api.render_report(load_results(args.run_dir), out)}")
+        elif args.command == "serve":
+            try:
+                from devinterp.report.app import serve
+            except ImportError as err:
+                print(f"devinterp: error: the Dash app needs the `app` extra: pip install 'devinterp-phases[app]' ({err})",
+                      file=sys.stderr)
+                return 2
+            serve(args.root, host=args.host, port=args.port)
     except (ConfigError, FileNotFoundError, api.RunDirError, SweepLocked, ImportError) as err:
         print(f"devinterp: error: {err}", file=sys.stderr)
         return 2

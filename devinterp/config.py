@@ -242,7 +242,9 @@ class DetectConfig(StrictModel):
 
 class ReportConfig(StrictModel):
     title: str | None = Field(None, description="report title; null = the run name")
-    log_x: bool = Field(True, description="show steps on a log axis")
+    step_axis: Literal["auto", "log", "linear"] = Field(
+        "auto", description="step axis of the figures; auto = log when steps span two decades or more"
+    )
 
 
 class RunConfig(StrictModel):

@@ -20,6 +20,10 @@ Rule (REFERENCE.md §1.5):
    "healthy", only the ratio separates them.
 4. The chosen epsilon is then divided by ``safety`` (default 1: none).
 
+Cost: each candidate is first screened by a short run (``screen_steps`` steps, half burn-in) at the
+first model; a candidate that already goes non-finite or exceeds the drift ratio there is recorded
+(``screened``) and skipped without the full-length runs.
+
 Returns a :class:`CalibratedSettings`: an ``LLCSettings`` (use it wherever settings are expected)
 that also carries ``.table`` (one dict per (gamma, epsilon, model) tried: llc, stderr, healthy,
 reasons, drift/noise ratio, seconds) and ``.choice`` (a sentence saying why). Raises
@@ -85,6 +89,7 @@ def calibrate_llc(
     max_delta: float = 0.25,
     max_drift_ratio: float = 0.1,
     safety: float = 1.0,
+    screen_steps: int = 200,
     n: int | None = None,
     device: Any = None,
     param_mask: dict | None = None,
@@ -102,6 +107,7 @@ def calibrate_llc(
                (0.03, 0.1, 0.25). Candidates with gamma/sqrt(nbeta) > max_delta are dropped.
     max_drift_ratio: largest allowed mean drift/noise step ratio (see rule 3).
     safety:    divide the chosen epsilon by this (>= 1).
+    screen_steps: length of the cheap screening run (0 = no screening).
     log:       optional callable receiving one line per run (e.g. ``print``).
     """
     base = resolve_settings(settings, overrides)
@@ -124,6 +130,24 @@ def calibrate_llc(
 
     for gamma in gamma_grid:
         for eps in eps_grid:
+            if screen_steps > 0:
+                half = max(screen_steps // 2, 1)
+                pre = estimate_llc(models[0], data, loss_fn, settings=base, n=n, device=device, param_mask=param_mask,
+                                   epsilon=eps, gamma=gamma, burnin=half, draws=half, thin=1)
+                ratio = pre.diagnostics.get("drift_noise_ratio", float("nan"))
+                nonfinite = any(r.startswith("nonfinite") for r in pre.reasons)
+                if nonfinite or ratio > max_drift_ratio:
+                    table.append({
+                        "gamma": gamma, "delta": gamma / math.sqrt(nbeta), "epsilon": eps, "model": 0,
+                        "llc": pre.llc, "stderr": pre.stderr, "init_loss": pre.init_loss,
+                        "mean_loss": float(pre.loss_trace.mean()), "healthy": False, "passed": False,
+                        "reasons": "screened: " + ("non-finite" if nonfinite else f"drift/noise ratio {ratio:.3g} > {max_drift_ratio:g}")
+                        + f" in a {2 * half}-step run",
+                        "drift_noise_ratio": ratio, "rhat": float("nan"), "seconds": pre.seconds,
+                    })
+                    if log is not None:
+                        log(f"gamma={gamma:.4g} eps={eps:.3g}: {table[-1]['reasons']}")
+                    continue
             ok = True
             for i, model in enumerate(models):
                 res = estimate_llc(model, data, loss_fn, settings=base, n=n, device=device, param_mask=param_mask,

@@ -91,13 +91,20 @@ def planted_sweep(rng: np.random.Generator, *, n_stages: int | None = None, null
         # (a stage must be resolvable by the data); the first checkpoint with step 0 is skipped
         first = 1 if steps[0] == 0 else 0
         k = min(k, max(1, (n - first - 1) // 8))
-        for _ in range(1000):
-            cand = np.sort(rng.choice(np.arange(first + 6, n - 6), size=k - 1, replace=False))
-            e = np.concatenate([[first], cand, [n - 1]])
-            if np.all(np.diff(e) >= 6) and np.all(np.diff(x[e]) >= 0.5):
-                break
-        else:
-            raise ValueError(f"cannot place {k} stages in {n} checkpoints of schedule {sched!r}")
+        while True:
+            for _ in range(300):
+                cand = np.sort(rng.choice(np.arange(first + 6, n - 6), size=k - 1, replace=False))
+                e = np.concatenate([[first], cand, [n - 1]])
+                if np.all(np.diff(e) >= 6) and np.all(np.diff(x[e]) >= 0.5):
+                    break
+            else:
+                if k > 2:
+                    k -= 1
+                    continue
+                raise ValueError(f"cannot place 2 stages in {n} checkpoints of schedule {sched!r}")
+            break
+        if types is not None and len(types) != k:
+            raise ValueError(f"asked for types {types} but only {k} stages fit in {n} checkpoints")
         bounds = [int(b) for b in cand]
         if types is None:
             stage_types = ["A"]
