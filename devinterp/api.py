@@ -5,6 +5,8 @@ Each function reads what the previous one wrote to ``<out>/<run name>/`` and can
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from pathlib import Path
@@ -13,7 +15,7 @@ import pandas as pd
 
 from devinterp import _io
 from devinterp.checkpoints import CheckpointSource, DirectorySource, open_source
-from devinterp.config import RunConfig, config_hash, dump_config, load_config
+from devinterp.config import RunConfig, dump_config, load_config
 from devinterp.manifest import environment, read_manifest, update_manifest
 from devinterp.results import Results, load_results
 
@@ -29,11 +31,14 @@ def run_dir_for(config: RunConfig, out: str | Path = "out") -> Path:
 
 
 def measurement_hash(config: RunConfig) -> str:
-    """Hash of the settings that determine the metrics (recipe, checkpoints, sweep); detection and
-    report settings may change freely between reruns."""
-    sweep = config.sweep.model_copy(update={"executor": type(config.sweep.executor)(), "strict": False})
-    return config_hash(config.model_copy(update={"detect": type(config.detect)(), "report": type(config.report)(),
-                                                 "device": "cpu", "sweep": sweep}))
+    """Hash of the settings that determine the metrics: run name, checkpoints or source, recipe and
+    sweep. Where they run (device, executor), strictness, detection and report settings may change
+    freely between reruns, and so may the fields other sections gain."""
+    sweep = config.sweep.model_dump(mode="json", exclude={"executor", "strict"})
+    parts = {"name": config.name, "checkpoints": None if config.checkpoints is None else str(config.checkpoints),
+             "source": None if config.source is None else config.source.model_dump(mode="json"),
+             "recipe": config.recipe.model_dump(mode="json"), "sweep": sweep}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def prepare_run_dir(config: RunConfig, out: str | Path = "out", force_new: bool = False) -> Path:

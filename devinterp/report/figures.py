@@ -15,7 +15,8 @@ a caller can show "not available" for that figure and go on.
 from __future__ import annotations
 
 import html
-from typing import Iterable, Sequence
+import re
+from typing import Callable, Iterable, NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
@@ -686,9 +687,66 @@ def calibration_table_figure(calibration: object, *, title: str | None = "SGLD c
     return fig
 
 
+# ---------------------------------------------------------------------------------------------------
+# The figures of the report, in order (the HTML report and figure export both iterate this list)
+
+
+class FigureSpec(NamedTuple):
+    """One figure of the report: ``key`` names its div in the HTML report (``data-figure``), ``name``
+    is its file stem on export (``heatmap-induction``), ``make()`` builds it (may raise MissingData)."""
+
+    key: str
+    name: str
+    make: Callable[[], go.Figure]
+
+
+def file_stem(text: str) -> str:
+    """``text`` made safe as a file name: anything but letters, digits, ``_ . -`` becomes ``_``."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(text)).strip("._")
+    return stem or "figure"
+
+
+def report_figures(metrics: pd.DataFrame, stages: pd.DataFrame | None = None, *, step_axis: str = "auto",
+                   static: bool = False) -> list[FigureSpec]:
+    """Every figure of the report, in report order: overview, one heatmap per per-head metric, head
+    explorer, diagnostics. Nothing is built until ``make()`` is called.
+
+    With ``static`` (figure export), the head explorer becomes one figure per per-head metric
+    (``explorer-<metric>``), since a picture has no dropdown to switch metrics.
+    """
+    use_log_steps([], step_axis)  # validates step_axis before any work
+    ax = {"step_axis": step_axis}
+    heads = per_head_metrics(metrics) if "layer" in metrics.columns and "head" in metrics.columns else []
+    specs = [FigureSpec("overview", "overview", lambda: overview_figure(metrics, stages, **ax))]
+    specs += [FigureSpec(f"heatmap-{i}", f"heatmap-{file_stem(m)}",
+                         lambda m=m: head_heatmap_figure(metrics, m, stages, **ax)) for i, m in enumerate(heads)]
+    if static and heads:
+        specs += [FigureSpec(f"explorer-{i}", f"explorer-{file_stem(m)}",
+                             lambda m=m: head_explorer_figure(metrics, stages, metric_names=[m], **ax))
+                  for i, m in enumerate(heads)]
+    else:
+        specs.append(FigureSpec("explorer", "explorer", lambda: head_explorer_figure(metrics, stages, **ax)))
+    specs.append(FigureSpec("diagnostics", "diagnostics", lambda: diagnostics_figure(metrics, stages, **ax)))
+    return specs
+
+
+def static_figure(fig: go.Figure, *, width: int | None = None) -> go.Figure:
+    """A copy of ``fig`` for a picture (PNG/SVG): buttons and dropdowns removed, no "click to" hints,
+    ``width`` set when the figure has none (interactive figures fill their page instead)."""
+    out = go.Figure(fig)
+    out.layout.updatemenus = ()
+    legend_title = out.layout.legend.title.text
+    if legend_title and "click" in legend_title:
+        out.layout.legend.title.text = re.sub(r"\s*\(click[^)]*\)", "", legend_title)
+    if width is not None and out.layout.width is None:
+        out.layout.width = width
+    return out
+
+
 __all__ = [
     "STAGE_COLORS", "STAGE_LABELS", "MissingData", "esc", "head_label", "model_series", "per_head_metrics",
     "head_wide", "stage_heads", "add_stage_bands", "add_step_axis_toggle", "overview_figure",
     "head_heatmap_figure", "default_heads", "head_explorer_figure", "stage_rows", "stages_table_figure",
-    "calibration_frame", "health_table", "diagnostics_figure", "calibration_table_figure",
+    "calibration_frame", "health_table", "diagnostics_figure", "calibration_table_figure", "FigureSpec",
+    "report_figures", "static_figure", "file_stem",
 ]

@@ -256,8 +256,8 @@ def stages_html(results: Results) -> str:
     return frame_html(rows, classes="data stages", cell=cell)
 
 
-def diagnostics_html(results: Results, figs: _Figures, ax: dict) -> str:
-    parts = [figs.build("diagnostics", lambda: F.diagnostics_figure(results.metrics, results.stages, **ax))]
+def diagnostics_html(results: Results, figs: _Figures, spec: F.FigureSpec) -> str:
+    parts = [figs.build(spec.key, spec.make)]
     bad = F.health_table(results.metrics) if "healthy" in results.metrics.columns else pd.DataFrame()
     if len(bad):
         shown = bad.head(200)
@@ -278,28 +278,26 @@ def diagnostics_html(results: Results, figs: _Figures, ax: dict) -> str:
 def report_html(results: Results, *, title: str | None = None, step_axis: str = "auto") -> str:
     """The whole report as one HTML string (see :func:`render_report`)."""
     metrics, stages = results.metrics, results.stages
-    F.use_log_steps([], step_axis)  # validates step_axis before any work
-    ax = {"step_axis": step_axis}
+    specs = {s.key: s for s in F.report_figures(metrics, stages, step_axis=step_axis)}  # validates step_axis
     statuses = checkpoint_statuses(results.manifest if isinstance(results.manifest, dict) else {})
     figs = _Figures(filename=f"{results.run}")
-    heatmaps = "".join(figs.build(f"heatmap-{i}", lambda m=m: F.head_heatmap_figure(metrics, m, stages, **ax))
-                       for i, m in enumerate(F.per_head_metrics(metrics)))
+    heatmaps = "".join(figs.build(k, s.make) for k, s in specs.items() if k.startswith("heatmap-"))
     sections = [
         ("run", "Run", metadata_html(results, statuses), ""),
-        ("overview", "Overview", figs.build("overview", lambda: F.overview_figure(metrics, stages, **ax)),
+        ("overview", "Overview", figs.build("overview", specs["overview"].make),
          "Loss, LLC and ICL score over training on one shared step axis; coloured bands are the detected stages. "
          "Hover to read every panel at a step. The buttons switch the step axis between linear and log "
          "(log by default when checkpoints span two decades or more; step 0 is then off the axis)."),
         ("heatmaps", "Per-head scores",
          heatmaps or '<p class="na">Not available: the metrics table has no per-head metrics.</p>',
          "Each row is one attention head (L&lt;layer&gt;H&lt;head&gt;, 0-based); dashed lines are stage boundaries."),
-        ("explorer", "Head explorer", figs.build("explorer", lambda: F.head_explorer_figure(metrics, stages, **ax)),
+        ("explorer", "Head explorer", figs.build("explorer", specs["explorer"].make),
          "Pick a metric in the menu; click heads in the legend to show or hide them. "
          "Heads named by the stage attribution and those that change most are shown first."),
         ("stages", "Stages", stages_html(results),
          "Confidence is the share of bootstrap resamples in which the stage's start boundary reappears; "
          "heads are those that changed most over the stage, ranked."),
-        ("diagnostics", "SGLD diagnostics", diagnostics_html(results, figs, ax),
+        ("diagnostics", "SGLD diagnostics", diagnostics_html(results, figs, specs["diagnostics"]),
          "Per-chain LLC estimates around their mean, and the health of every estimate with diagnostics."),
     ]
     nav = "".join(f'<a href="#{a}">{e(t)}</a>' for a, t, _, _ in sections)

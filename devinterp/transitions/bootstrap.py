@@ -52,6 +52,7 @@ def boundary_confidence(boundaries: list[int], detect: Callable[[np.ndarray], li
                 near[k].append(c)
                 hits[k] += abs(c - bk) <= tolerance
     conf = hits / total if total else np.full(len(b), np.nan)
-    lo = np.array([np.percentile(v, 5) if v else bk for v, bk in zip(near, b)])
-    hi = np.array([np.percentile(v, 95) if v else bk for v, bk in zip(near, b)])
+    # the interval always contains the boundary itself
+    lo = np.array([min(np.percentile(v, 5), bk) if v else bk for v, bk in zip(near, b)])
+    hi = np.array([max(np.percentile(v, 95), bk) if v else bk for v, bk in zip(near, b)])
     return conf, np.floor(lo).astype(int), np.ceil(hi).astype(int)

@@ -22,7 +22,7 @@ from llc_analytic_models import (
 
 pytestmark = pytest.mark.slow
 
-BASE = dict(chains=16, burnin=1000, draws=2000, batch_size=1000, init_loss_batches=1)
+BASE = dict(chains=16, burnin=500, draws=1000, batch_size=1000, init_loss_batches=1)
 RTOL = 0.10
 
 
