@@ -135,10 +135,27 @@ def render_report(results: Results, path: str | Path, config: RunConfig | None =
     """
     from devinterp.report import render_report as _render
 
+    report = _report_settings(results, config)
+    return _render(results, path, title=report.title, step_axis=report.step_axis)
+
+
+def export_figures(results: Results, folder: str | Path, formats=("png",), config: RunConfig | None = None, *,
+                   scale: float = 2) -> list[Path]:
+    """Write every figure of the report as ``<folder>/<figure>.png`` / ``.svg`` (for papers); returns
+    the paths. The step axis comes from ``config.report`` as for :func:`render_report`. Needs the
+    ``export`` extra (kaleido) and a Chromium browser, else raises
+    :class:`devinterp.report.export.ExportError` saying what to install."""
+    from devinterp.report.export import export_figures as _export
+
+    report = _report_settings(results, config)
+    return _export(results, folder, formats, scale=scale, step_axis=report.step_axis)
+
+
+def _report_settings(results: Results, config: RunConfig | None):
+    """``config.report``, else the report settings of the run's own config.yaml, else the defaults."""
     if config is None and results.path is not None and (results.path / "config.yaml").is_file():
         config = load_config(results.path / "config.yaml")
-    report = config.report if config is not None else RunConfig().report
-    return _render(results, path, title=report.title, step_axis=report.step_axis)
+    return config.report if config is not None else RunConfig().report
 
 
 def run(config: RunConfig | str | Path, out: str | Path = "out", progress: bool = True) -> Results:

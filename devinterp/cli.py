@@ -95,7 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="write the standalone HTML report of a run", formatter_class=fmt)
     p.add_argument("run_dir", type=Path, help="a run directory, e.g. out/quickstart")
-    p.add_argument("--output", type=Path, default=None, help="HTML file to write (default: <run_dir>/report.html)")
+    p.add_argument("--output", type=Path, default=None,
+                   help="HTML file to write (default: <run_dir>/report.html)%(default).0s")
+    p.add_argument("--png", action="store_true",
+                   help="also write every figure as PNG, for papers (needs the `export` extra and a Chromium browser)")
+    p.add_argument("--svg", action="store_true", help="also write every figure as SVG (same needs as --png)")
+    p.add_argument("--figures-dir", type=Path, default=None,
+                   help="folder for --png/--svg files (default: <run_dir>/figures)%(default).0s")
 
     p = sub.add_parser("serve", help="interactive Dash explorer of the runs under a folder", formatter_class=fmt,
                        description="Serve a Dash app over every run under ROOT: compare runs, re-run detection "
@@ -134,7 +140,20 @@ def main(argv: list[str] | None = None) -> int:
             print(stages.to_string(index=False) if len(stages) else "no stages")
         elif args.command == "report":
             out = args.output or args.run_dir / "report.html"
-            print(f"report: {api.render_report(load_results(args.run_dir), out)}")
+            results = load_results(args.run_dir)
+            print(f"report: {api.render_report(results, out)}")
+            formats = [f for f in ("png", "svg") if getattr(args, f)]
+            if formats:
+                from devinterp.report.export import ExportError
+
+                folder = args.figures_dir or args.run_dir / "figures"
+                try:
+                    written = api.export_figures(results, folder, formats)
+                except ExportError as err:
+                    print(f"devinterp: error: figures not exported (the HTML report was written): {err}",
+                          file=sys.stderr)
+                    return 2
+                print(f"figures: {len(written)} files in {folder}")
         elif args.command == "serve":
             try:
                 from devinterp.report.app import serve

@@ -15,6 +15,7 @@ all figures. Without kaleido or a browser, :class:`ExportError` says what to ins
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import threading
@@ -32,6 +33,7 @@ DEFAULT_WIDTH = 1000
 """Width in CSS pixels of a figure that sets none (a PNG is ``scale`` times as many pixels)."""
 RENDER_TIMEOUT = 90.0
 """Seconds allowed to render one figure."""
+RENDERER_LOGGERS = ("kaleido", "choreographer", "logistro")
 
 INSTALL_HINT = ("install a Chromium-based browser (Debian/Ubuntu: `apt-get install chromium`; or run "
                 "`kaleido_get_chrome`, which comes with `pip install kaleido`), or point "
@@ -79,7 +81,8 @@ def _kaleido():
         raise ExportError("figure export needs kaleido (>= 1.0): pip install 'devinterp-phases[export]' "
                           f"(or pip install kaleido), plus a Chromium browser ({err})") from None
     if not hasattr(kaleido, "Kaleido"):
-        raise ExportError(f"figure export needs kaleido >= 1.0 (found {getattr(kaleido, '__version__', 'an older one')}): "
+        found = getattr(kaleido, "__version__", "an older one")
+        raise ExportError(f"figure export needs kaleido >= 1.0 (found {found}): "
                           "pip install -U kaleido")
     return kaleido
 
@@ -113,7 +116,17 @@ def export_figures(results: Results, folder: str | Path, formats: Iterable[str] 
     folder = Path(folder)
     jobs = [(folder / f"{name}.{fmt}", fig, {"format": fmt, "scale": scale if fmt == "png" else 1})
             for name, fig in figures for fmt in formats]
+    _quiet_renderer_logs()
     return _run_in_thread(lambda: _render(kaleido, browser, jobs))
+
+
+def _quiet_renderer_logs() -> None:
+    """kaleido and choreographer log every tab move at INFO; keep their warnings only, unless the
+    user set their levels."""
+    for name in RENDERER_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.WARNING)
 
 
 async def _render(kaleido, browser: str, jobs: list[tuple[Path, Any, dict]]) -> list[Path]:
@@ -126,7 +139,8 @@ async def _render(kaleido, browser: str, jobs: list[tuple[Path, Any, dict]]) -> 
                 try:
                     data = await k.calc_fig(fig, opts=opts)
                 except Exception as err:  # noqa: BLE001 - any browser failure is an export failure
-                    raise ExportError(f"rendering {path.name} with {browser} failed: {type(err).__name__}: {err}") from err
+                    raise ExportError(f"rendering {path.name} with {browser} failed: "
+                                      f"{type(err).__name__}: {err}") from err
                 written.append(_io.atomic_write(path, lambda p, data=data: p.write_bytes(_bytes(data))))
     except ExportError:
         raise

@@ -731,10 +731,14 @@ def report_figures(metrics: pd.DataFrame, stages: pd.DataFrame | None = None, *,
 
 
 def static_figure(fig: go.Figure, *, width: int | None = None) -> go.Figure:
-    """A copy of ``fig`` for a picture (PNG/SVG): buttons and dropdowns removed, no "click to" hints,
-    ``width`` set when the figure has none (interactive figures fill their page instead)."""
+    """A copy of ``fig`` for a picture (PNG/SVG): buttons and dropdowns removed, traces hidden behind a
+    legend click (``"legendonly"``) left out, no "click to" hints, ``width`` set when the figure has
+    none (interactive figures fill their page instead)."""
     out = go.Figure(fig)
     out.layout.updatemenus = ()
+    for trace in out.data:
+        if trace.visible == "legendonly":
+            trace.visible = False
     legend_title = out.layout.legend.title.text
     if legend_title and "click" in legend_title:
         out.layout.legend.title.text = re.sub(r"\s*\(click[^)]*\)", "", legend_title)
