@@ -72,11 +72,11 @@ def prepare_run_dir(config: RunConfig, out: str | Path = "out", force_new: bool 
     return run_dir
 
 
-def train(config: RunConfig, out: str | Path = "out", progress: bool = True) -> DirectorySource:
+def train(config: RunConfig, out: str | Path = "out", progress: bool = True, force_new: bool = False) -> DirectorySource:
     """Train the config's recipe into ``out/<name>/checkpoints`` (skipped when already complete)."""
     from devinterp.recipes import train_induction
 
-    run_dir = prepare_run_dir(config, out)
+    run_dir = prepare_run_dir(config, out, force_new=force_new)
     t0 = time.perf_counter()
     source = train_induction(config, run_dir, progress=progress)
     update_manifest(run_dir, timings={"train_seconds": round(time.perf_counter() - t0, 2)})
@@ -158,17 +158,22 @@ def _report_settings(results: Results, config: RunConfig | None):
     return config.report if config is not None else RunConfig().report
 
 
-def run(config: RunConfig | str | Path, out: str | Path = "out", progress: bool = True) -> Results:
-    """The whole pipeline: train (unless ``checkpoints:`` is given), sweep, detect, report.
+def run(config: RunConfig | str | Path, out: str | Path = "out", progress: bool = True, *,
+        force_new: bool = False) -> Results:
+    """The whole pipeline: train (unless ``checkpoints:`` or ``source:`` is given), sweep, detect, report.
 
-    Writes ``out/<name>/{checkpoints/, metrics/, stages.csv, report.html, manifest.json}``.
+    Writes ``out/<name>/{checkpoints/, metrics/, stages.csv, report.html, manifest.json}``; with
+    ``force_new``, a fresh ``out/<name>-k`` when ``out/<name>`` holds other settings.
     """
     if not isinstance(config, RunConfig):
         config = load_config(config)
     t0 = time.perf_counter()
-    source = checkpoint_source(config, out) if config.checkpoints is not None else train(config, out, progress)
-    sweep(source, config, out, progress)
-    run_dir = run_dir_for(config, out)
+    run_dir = prepare_run_dir(config, out, force_new=force_new)
+    if config.checkpoints is not None or config.source is not None:
+        source = checkpoint_source(config, out)
+    else:
+        source = train(config, out, progress, force_new=force_new)
+    sweep(source, config, out, progress, force_new=force_new)
     detect(run_dir, config)
     results = load_results(run_dir)
     render_report(results, run_dir / "report.html", config)

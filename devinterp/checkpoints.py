@@ -26,15 +26,16 @@ import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Iterator, Protocol, runtime_checkable
 
 import pandas as pd
-import torch
-from safetensors.torch import load_file, safe_open, save_file
-from torch import Tensor
+from safetensors import safe_open
 
 from devinterp import _io
 from devinterp.config import ModelConfig
+
+if TYPE_CHECKING:  # torch loads on first use: listing checkpoints and resuming a finished sweep need none
+    from torch import Tensor
 
 SUFFIXES = (".safetensors", ".pt", ".pth")
 
@@ -109,6 +110,8 @@ def save_checkpoint(
     path: str | Path, state_dict: dict[str, Tensor], *, step: int, model: ModelConfig, extra: dict | None = None
 ) -> Path:
     """Write ``state_dict`` as safetensors (atomically) with step, model config and ``extra`` as metadata."""
+    from safetensors.torch import save_file
+
     meta = {"step": str(step), "model_config": model.model_dump_json()}
     meta.update({k: json.dumps(v) for k, v in (extra or {}).items()})
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
@@ -177,6 +180,10 @@ class DirectorySource(ListedSource):
 
 def load_state_dict(path: str | Path) -> dict[str, Tensor]:
     """Load a state dict from safetensors or a weights-only torch file; never runs pickled code."""
+    import torch
+    from safetensors.torch import load_file
+    from torch import Tensor
+
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: file is missing")
@@ -207,7 +214,7 @@ def _safetensors_model_config(path: Path) -> ModelConfig | None:
     if path.suffix != ".safetensors" or not path.is_file():
         return None
     try:
-        with safe_open(str(path), framework="pt") as fh:
+        with safe_open(str(path), framework="numpy") as fh:  # metadata only
             meta = fh.metadata() or {}
         return ModelConfig.model_validate_json(meta["model_config"]) if "model_config" in meta else None
     except Exception:  # unreadable file: the caller tries the next; the sweep reports it
@@ -316,7 +323,7 @@ class HuggingFaceSource(ListedSource):
                     shards = sorted(set(json.loads(path.read_text())["weight_map"].values()))
                 except (OSError, ValueError, KeyError, AttributeError) as err:
                     raise CheckpointError(f"{path}: not a valid weight index: {err}") from None
-                state_dict: dict[str, Tensor] = {}
+                state_dict = {}
                 for shard in shards:
                     if not (snapshot / shard).exists():
                         raise self._not_cached(ckpt, f"weight shard {shard}")

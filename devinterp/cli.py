@@ -79,13 +79,18 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--address", default=None,
                        help=f"{ex['address'].description} (default: sweep.executor.address){'%(default).0s'}")
 
-    sweep_options(config_cmd("run", "train (or read) checkpoints, sweep them, detect stages, write the report"))
-    config_cmd("train", "train the config's recipe into <out>/<name>/checkpoints")
+    def force_new_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--force-new", action="store_true",
+                       help="when <out>/<name> holds a run measured with other settings, write to <name>-2 (or the "
+                            "first <name>-k holding this config) instead of refusing")
+
+    p = config_cmd("run", "train (or read) checkpoints, sweep them, detect stages, write the report")
+    sweep_options(p)
+    force_new_option(p)
+    force_new_option(config_cmd("train", "train the config's recipe into <out>/<name>/checkpoints"))
     p = config_cmd("sweep", "measure every checkpoint (resumable) into <out>/<name>/metrics")
     sweep_options(p)
-    p.add_argument("--force-new", action="store_true",
-                   help="when <out>/<name> holds a run measured with other settings, write to <name>-2 (or the "
-                        "first <name>-k holding this config) instead of refusing")
+    force_new_option(p)
 
     p = sub.add_parser("detect", help="detect stages from a run's metrics -> stages.csv",
                        description="Detect stages from a run's metrics and write stages.csv. Options override "
@@ -125,10 +130,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.command in ("run", "sweep"):
                 logging.getLogger("devinterp.sweep").setLevel(logging.INFO)  # a line per checkpoint, even with -q
             if args.command == "run":
-                results = api.run(config, args.out, progress=progress)
+                results = api.run(config, args.out, progress=progress, force_new=args.force_new)
                 print(f"{len(results.stages)} stages; report: {results.path / 'report.html'}")
             elif args.command == "train":
-                source = api.train(config, args.out, progress=progress)
+                source = api.train(config, args.out, progress=progress, force_new=args.force_new)
                 print(f"{len(source)} checkpoints in {source.folder}")
             else:
                 metrics = api.sweep(api.checkpoint_source(config, args.out), config, args.out, progress=progress,

@@ -214,8 +214,13 @@ class DetectConfig(StrictModel):
         "method); 'changepoint': ruptures on the slope states of the signals; 'consensus': critical "
         "boundaries that the change-point detector also finds within `tolerance` checkpoints",
     )
-    axis: Literal["log_step", "step", "checkpoint"] = Field(
-        "log_step", description="x axis of the signals: log(step+1) (development is log-paced), step, or index")
+    axis: Literal["auto", "log_step", "step", "checkpoint"] = Field(
+        "auto", description="axis the smoother works on: 'auto' = whichever of log(step+c) (c = 1, 10, 100, ...) "
+        "and the checkpoint index has the largest marginal likelihood (critical points do not depend on the "
+        "axis; plateaus are still read against log(step+1)); or log(step+1), step, index")
+    kernel: Literal["rbf", "matern52", "auto"] = Field(
+        "matern52", description="GP smoother kernel: Matern-5/2 (rounds sharp changes of rate less than RBF); "
+        "'auto' = the one with the larger marginal likelihood")
     signals: list[str] = Field(
         default_factory=lambda: ["llc", "loss", "prev_token", "induction"],
         description="signals of the change-point detector's multi-signal (per-head metrics: the head that "

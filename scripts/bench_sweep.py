@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -52,10 +53,10 @@ def timed(fn):
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--checkpoints", type=int, default=12, help="checkpoints to measure")
+    ap.add_argument("--checkpoints", type=int, default=16, help="checkpoints to measure")
     ap.add_argument("--metrics", default="loss,icl_score,heads,llc", help="metric groups, comma-separated")
     ap.add_argument("--llc-chains", type=int, default=2, help="SGLD chains per LLC estimate")
-    ap.add_argument("--llc-draws", type=int, default=50, help="SGLD draws per chain")
+    ap.add_argument("--llc-draws", type=int, default=100, help="SGLD draws per chain")
     ap.add_argument("--llc-burnin", type=int, default=10, help="SGLD burn-in steps per chain")
     ap.add_argument("--workers", type=int, default=2, help="workers of the parallel executors")
     ap.add_argument("--no-pool", action="store_true", help="skip the local process pool")
@@ -86,6 +87,19 @@ def main(argv=None) -> dict:
     def with_executor(**kw):
         return config.model_copy(update={"sweep": config.sweep.model_copy(update={"executor": ExecutorConfig(**kw)})})
 
+    def steady(name):
+        """Checkpoints per second once every worker is warm (each worker's first checkpoint left out)."""
+        from devinterp.manifest import read_manifest
+
+        rows = sorted(read_manifest(work / name / "bench")["checkpoints"].values(), key=lambda r: r["worker"])
+        by_worker: dict = {}
+        for r in rows:
+            by_worker.setdefault(r["worker"], []).append((r["seconds"], r["cpu_seconds"]))
+        warm = [x for v in by_worker.values() for x in v[1:]]
+        fig[f"{name}_warm_wall_per_ckpt"] = sum(w for w, _ in warm) / len(warm)
+        fig[f"{name}_warm_cpu_per_ckpt"] = sum(c for _, c in warm) / len(warm)
+        return sum(len(v[1:]) / sum(w for w, _ in v[1:]) for v in by_worker.values() if len(v) > 1)
+
     def run(cfg, name):
         out = work / name
         if out.exists():
@@ -97,10 +111,12 @@ def main(argv=None) -> dict:
         return table, seconds
 
     fig: dict = {"checkpoints": args.checkpoints, "metrics": args.metrics, "workers": args.workers,
-                 "cpus": __import__("os").cpu_count()}
+                 "cpus": os.cpu_count()}
     print(f"sweep of {args.checkpoints} quickstart checkpoints, metrics {args.metrics} "
           f"(LLC {args.llc_chains} chains x {args.llc_draws} draws + {args.llc_burnin} burn-in), files in {work}")
+    fig["load_before"] = os.getloadavg()[0]
     local, fig["local_s"] = run(config, "local")
+    fig["local_steady_rate"] = steady("local")
 
     resume_cmd = [sys.executable, "-m", "devinterp.cli", "-q", "sweep", str(cfg_path), "--out", str(work / "local")]
     proc, fig["resume_s"] = timed(lambda: subprocess.run(resume_cmd, capture_output=True, text=True))
@@ -114,6 +130,7 @@ def main(argv=None) -> dict:
         pool, fig["pool_s"] = run(with_executor(kind="local", workers=args.workers), "pool")
         pd.testing.assert_frame_equal(pool, local, check_exact=True)
         fig["pool_speedup"] = fig["local_s"] / fig["pool_s"]
+        fig["pool_steady_speedup"] = steady("pool") / fig["local_steady_rate"]
     if not args.no_ray:
         try:
             import ray
@@ -128,16 +145,25 @@ def main(argv=None) -> dict:
                 ray.shutdown()
             pd.testing.assert_frame_equal(ray_table, local, check_exact=True)
             fig["ray_speedup"] = fig["local_s"] / fig["ray_s"]
+            fig["ray_steady_speedup"] = steady("ray") / fig["local_steady_rate"]
             fig["ray_version"] = ray.__version__
 
+    fig["load_after"] = os.getloadavg()[0]
     print("\nresults (wall time; every executor's table identical to the in-process one):")
+    print(f"  machine: {fig['cpus']} CPUs, load average {fig['load_before']:.1f} before / {fig['load_after']:.1f} after "
+          "(other processes share the cores when it exceeds 0)")
     print(f"  resume overhead (finished sweep, fresh process): {fig['resume_s']:.2f} s  (target < 5 s)")
+    print("  per warm checkpoint, wall / CPU seconds (CPU < wall: the process waited for a core):")
+    for name in ("local", "pool", "ray"):
+        if f"{name}_warm_cpu_per_ckpt" in fig:
+            print(f"    {name:<6} {fig[f'{name}_warm_wall_per_ckpt']:.2f} / {fig[f'{name}_warm_cpu_per_ckpt']:.2f}")
     if "pool_speedup" in fig:
         print(f"  local process pool, {args.workers} workers: {fig['pool_speedup']:.2f}x  "
-              f"({fig['local_s']:.1f} s -> {fig['pool_s']:.1f} s)")
+              f"({fig['local_s']:.1f} s -> {fig['pool_s']:.1f} s; warm workers: {fig['pool_steady_speedup']:.2f}x)")
     if "ray_speedup" in fig:
         print(f"  ray, {args.workers} workers: {fig['ray_speedup']:.2f}x  ({fig['local_s']:.1f} s -> {fig['ray_s']:.1f} s; "
-              f"cluster start {fig['ray_start_s']:.1f} s not counted)  (target >= 1.6x)")
+              f"cluster start {fig['ray_start_s']:.1f} s not counted; warm workers: {fig['ray_steady_speedup']:.2f}x)  "
+              "(target >= 1.6x)")
     print(f"  command: {' '.join([Path(sys.executable).name, 'scripts/bench_sweep.py', *(argv or sys.argv[1:])])}")
     if args.json:
         args.json.write_text(json.dumps(fig, indent=2) + "\n")

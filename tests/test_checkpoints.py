@@ -191,3 +191,23 @@ def test_save_hf_revision_round_trip(tmp_path):
     src = HuggingFaceSource("me/run", cache_dir=tmp_path)
     assert src.steps == [0, 5] and src.model_config() == TINY_MODEL
     assert torch.equal(src.load(src.checkpoints[1])["b"], _weights(5)["b"])
+
+
+def test_source_config_paths_resolve_against_the_yaml_and_open(tmp_path):
+    import yaml
+
+    from devinterp.api import checkpoint_source
+    from devinterp.config import ConfigError, load_config
+
+    (tmp_path / "runs" / "ck").mkdir(parents=True)
+    torch.save({"w": torch.ones(1)}, tmp_path / "runs" / "ck" / "step_4.pt")
+    save_hf_revision(tmp_path / "runs" / "hub", "me/run", "step2", _weights(2), step=2, model=TINY_MODEL)
+    cfg = tmp_path / "runs" / "a.yaml"
+    cfg.write_text(yaml.safe_dump({"source": {"kind": "directory", "path": "ck"}}))
+    assert checkpoint_source(load_config(cfg)).steps == [4]
+    cfg.write_text(yaml.safe_dump({"source": {"kind": "huggingface", "repo_id": "me/run", "cache_dir": "hub"}}))
+    src = checkpoint_source(load_config(cfg))
+    assert isinstance(src, HuggingFaceSource) and src.steps == [2]
+    cfg.write_text(yaml.safe_dump({"checkpoints": "ck", "source": {"kind": "directory", "path": "ck"}}))
+    with pytest.raises(ConfigError, match="either checkpoints"):
+        load_config(cfg)

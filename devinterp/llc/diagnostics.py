@@ -5,12 +5,15 @@ Thresholds, and why (all module constants, so a caller can see and cite them):
 * ``nonfinite`` — any NaN/inf loss or LLC. The chain left the region where the loss is defined
   (usually epsilon too large for the curvature).
 * ``runaway`` — the LLC significantly above ``d/2`` (d = number of sampled coordinates):
-  llc - Z_RUNAWAY*stderr > d/2, or any single chain above RUNAWAY_CHAIN_FACTOR * d/2. The true LLC
+  llc - Z_RUNAWAY*stderr > RUNAWAY_MARGIN * d/2, or any single chain above RUNAWAY_CHAIN_FACTOR * d/2. The true LLC
   of any model obeys lambda <= d/2 (REFERENCE.md §1.1; regular models attain it, so an honest
   estimate of a regular model scatters around d/2 and must not be flagged): an estimate clearly
   above means the chain is not sampling the localized posterior but climbing away from w*.
   Z_RUNAWAY = 3 (0.1% one-sided false alarms); RUNAWAY_CHAIN_FACTOR = 2: one chain at twice
   the bound is far outside the per-chain scatter of any healthy run seen in the tests.
+  RUNAWAY_MARGIN = 1.25: SGLD at an accepted step size still overestimates slightly (discretization,
+  a few % at drift/noise ratio 0.1), and with many chains the stderr is tiny, so a regular model's
+  honest estimate can sit a few % above d/2; 25% above is not discretization.
 * ``negative`` — LLC < -Z_NEGATIVE * noise, noise = sqrt(stderr^2 + (nbeta * se(init loss))^2).
   A true LLC is >= 0; a significantly negative estimate means SGLD keeps finding lower loss,
   i.e. w* is not a local minimum of L_n (or the init loss is noisy) — report, don't clip (§1.5).
@@ -42,6 +45,7 @@ import numpy as np
 Z_NEGATIVE = 2.0
 Z_RUNAWAY = 3.0
 RUNAWAY_CHAIN_FACTOR = 2.0
+RUNAWAY_MARGIN = 1.25
 Z_TREND = 3.0
 TREND_EFFECT = 0.1
 RHAT_MAX = 1.1
@@ -143,7 +147,7 @@ def diagnose(
         return Diagnosis(False, reasons, stats)
     top, bound = float(chain_llcs.max()), d_sampled / 2
     se = stderr if math.isfinite(stderr) else 0.0
-    if llc - Z_RUNAWAY * se > bound or top > RUNAWAY_CHAIN_FACTOR * bound:
+    if llc - Z_RUNAWAY * se > RUNAWAY_MARGIN * bound or top > RUNAWAY_CHAIN_FACTOR * bound:
         reasons.append(
             f"runaway: LLC {llc:.4g} (largest chain {top:.4g}) is above d/2 = {bound:g}, the largest possible "
             "LLC (chains climbing away from w*: lower epsilon or raise gamma)"

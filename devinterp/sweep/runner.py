@@ -18,19 +18,20 @@ import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import pandas as pd
-import torch
 from tqdm.auto import tqdm
 
 from devinterp import _io
 from devinterp.checkpoints import Checkpoint, CheckpointError, CheckpointSource
 from devinterp.config import ModelConfig, RunConfig, config_hash
 from devinterp.manifest import environment, read_manifest, update_manifest
-from devinterp.metrics import GROUPS, CheckpointModels, SweepData
 from devinterp.sweep.errors import SweepFailed, SweepLocked
 from devinterp.sweep.store import MetricStore
+
+if TYPE_CHECKING:  # torch and the metrics load on first use: resuming a finished sweep needs neither
+    from devinterp.metrics import SweepData
 
 log = logging.getLogger("devinterp.sweep")
 
@@ -43,6 +44,7 @@ def sweep_data(config: RunConfig, source: CheckpointSource | ModelConfig) -> Swe
 
     A pure function of the config and the model config: every worker process builds the same data.
     """
+    from devinterp.metrics import SweepData
     from devinterp.metrics.heads import repeated_random_tokens
     from devinterp.recipes.data import fixed_batches
 
@@ -85,6 +87,7 @@ class CheckpointResult:
     rows: dict[str, list[dict]] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    cpu_seconds: float = 0.0
     worker: str = ""
 
     @property
@@ -144,24 +147,31 @@ def measure_checkpoint(
     Writes nothing; ``on_group(group, rows)`` is called as each group finishes (the in-process
     executor uses it to write each group as soon as it exists).
     """
+    from devinterp.metrics import GROUPS, CheckpointModels
     from devinterp.models.attn_only import AttnOnlyTransformer
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     result = CheckpointResult(task.index, task.step, worker=worker_name())
+
+    def done() -> CheckpointResult:
+        result.seconds, result.cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
+        return result
+
     try:
         model = model or source.model_config()
         ctx = _context(config, model)
         state_dict = source.load(task.checkpoint)
-    except (CheckpointError, ValueError, RuntimeError, OSError) as err:
+    except CheckpointError as err:
         result.errors["load"] = str(err)
-        result.seconds = time.perf_counter() - t0
-        return result
+        return done()
+    except Exception as err:  # a source of the user's own, or building the sweep data: isolate it too
+        result.errors["load"] = f"{task.checkpoint.path}: {type(err).__name__}: {err}"
+        return done()
     try:
         fast = AttnOnlyTransformer.from_state_dict(ctx.data.model, state_dict).to(config.device).eval()
     except (ValueError, RuntimeError) as err:  # wrong shapes or keys: name the checkpoint
         result.errors["load"] = f"{task.checkpoint.path}: {err}"
-        result.seconds = time.perf_counter() - t0
-        return result
+        return done()
     models = CheckpointModels(state_dict=state_dict, fast=fast, _bridge_factory=ctx.bridge)
     for group in task.groups:
         try:
@@ -172,8 +182,7 @@ def measure_checkpoint(
         result.rows[group] = rows
         if on_group is not None:
             on_group(group, rows)
-    result.seconds = time.perf_counter() - t0
-    return result
+    return done()
 
 
 # --------------------------------------------------------------------------------------------
@@ -293,7 +302,7 @@ def _dispatch(source, config, run_dir, tasks, groups, store, progress, executor)
         bar.update(len(by_index[result.index].groups) - advanced[result.index])  # failed groups
         n_done += 1
         status = {"status": "failed", "reason": result.reason} if result.failed else {"status": "done"}
-        status.update(seconds=round(result.seconds, 3), worker=result.worker)
+        status.update(seconds=round(result.seconds, 3), cpu_seconds=round(result.cpu_seconds, 3), worker=result.worker)
         update_manifest(run_dir, checkpoints={str(result.step): status})
         if result.failed:
             failures[result.step] = result.reason
@@ -306,7 +315,7 @@ def _dispatch(source, config, run_dir, tasks, groups, store, progress, executor)
     if progress:
         from tqdm.contrib.logging import logging_redirect_tqdm
 
-        redirect = logging_redirect_tqdm(loggers=[logging.getLogger("devinterp")])
+        redirect = logging_redirect_tqdm()  # log lines above the bar, not through it
     ex = make_executor(executor if executor is not None else config.sweep.executor, config)
     try:
         with redirect:

@@ -61,7 +61,13 @@ class MetricStore:
         removed = 0
         now = time.time()
         run_dir = self.folder.parent
-        top = [p for p in run_dir.glob(".*.tmp") if now - p.stat().st_mtime > stale_seconds] if run_dir.is_dir() else []
+        top = []
+        for p in run_dir.glob(".*.tmp") if run_dir.is_dir() else []:
+            try:
+                if now - p.stat().st_mtime > stale_seconds:
+                    top.append(p)
+            except FileNotFoundError:  # its writer just renamed it
+                pass
         for tmp in self.temp_files() + top:
             try:
                 tmp.unlink()

@@ -3,7 +3,8 @@
 Small modules, one job each (after ruptures):
 
 - ``signals``: rows → per-checkpoint arrays on an axis; noise from the data.
-- ``smoothing``: the GP smoother (linear in the data), its slope and their uncertainty.
+- ``smoothing``: the GP smoother (linear in the data; Matern-5/2 or RBF kernel; axis chosen by
+  marginal likelihood), its slope and their uncertainty.
 - ``critical``: critical points of the smoothed slope (the papers' boundaries).
 - ``changepoints``: ruptures on slope states (a derived signal), with checked parameters.
 - ``classify``: type A / B / '-' from d_llc and its standard error.
@@ -17,13 +18,15 @@ from devinterp.transitions.changepoints import bic_penalty, check_segmentation, 
 from devinterp.transitions.classify import classify_stage
 from devinterp.transitions.critical import Boundary, SlopeProfile, critical_z, find_critical_points
 from devinterp.transitions.detect import detect_stages
+from devinterp.transitions.essential_dynamics import EDResult, TurningPoint, ed_rows, essential_dynamics
 from devinterp.transitions.exceptions import BadSegmentationParameters, DetectionError
 from devinterp.transitions.heads import rank_heads
 from devinterp.transitions.signals import Signal, llc_signal, model_signal, noise_sd, to_axis
-from devinterp.transitions.smoothing import GPFit, fit_gp, slope_profile
+from devinterp.transitions.smoothing import GPFit, fit_gp, fit_on_axis, slope_profile
 
 __all__ = [
-    "BadSegmentationParameters", "Boundary", "DetectionError", "GPFit", "Signal", "SlopeProfile",
+    "BadSegmentationParameters", "Boundary", "DetectionError", "EDResult", "GPFit", "Signal", "SlopeProfile",
+    "TurningPoint", "ed_rows", "essential_dynamics", "fit_on_axis",
     "bic_penalty", "check_segmentation", "classify_stage", "critical_z", "detect_stages",
     "find_critical_points", "fit_gp", "llc_signal", "model_signal", "noise_sd", "rank_heads",
     "segment", "slope_profile", "to_axis",

@@ -21,6 +21,12 @@ smoother and its posterior covariance on a grid:
    dense; halving is the scale-free reading of "dips to about zero" used here.)
 4. a gap wider than the smoother's resolution (2 length scales), holding enough checkpoints and
    with no significant level change across it, is a flat stage ('-'): boundaries at its edges.
+
+The smoother may work on another axis than log step (DetectConfig.axis 'auto'). Signs, zero
+crossings and significance are the same on any increasing axis, but *where the slope is lowest*
+is not: a plateau is where the rate of development against log step dips (REFERENCE.md §2.1), so
+steps 3 and 3b read the slope against log(step + 1) (``SlopeProfile.jacobian``), and the smoother's
+own axis is kept for the flat-stage tests of step 4 (widths in length scales, level integrals).
 """
 
 from __future__ import annotations
@@ -42,10 +48,19 @@ class SlopeProfile:
     cov: np.ndarray
     length: float
     x_data: np.ndarray
+    jacobian: np.ndarray | None = None  # d(axis)/d log(step+1) on the grid (None = the axis is log step)
 
     @property
     def sd(self) -> np.ndarray:
         return np.sqrt(np.clip(np.diag(self.cov), 1e-300, None))
+
+    def in_log_step(self) -> "SlopeProfile":
+        """The same smoothed curve's slope against log(step + 1) (slope and covariance times the
+        jacobian), on the same grid: what plateaus are read from (see the module docstring)."""
+        if self.jacobian is None:
+            return self
+        J = np.asarray(self.jacobian, float)
+        return SlopeProfile(self.xs, self.g * J, self.cov * J[:, None] * J[None, :], self.length, self.x_data)
 
 
 @dataclass
@@ -153,6 +168,7 @@ def find_critical_points(profile: SlopeProfile, z_crit: float, *, min_checkpoint
     detector); default: thresholding |z| at ``z_crit``.
     """
     p = profile
+    q = p.in_log_step()  # plateaus: lowest slope against log step
     z = p.g / p.sd
     if state is None:
         state = np.where(z > z_crit, 1, np.where(z < -z_crit, -1, 0))
@@ -166,8 +182,8 @@ def find_critical_points(profile: SlopeProfile, z_crit: float, *, min_checkpoint
             (s0, a0, b0), (s1, a1, b1) = runs[k], runs[k + 1]
             if s0 != s1:
                 continue
-            d = b0 + 1 + int(np.argmin(s0 * p.g[b0 + 1:a1]))
-            strength = min(_dip_strength(p, s0, (a0, b0), d), _dip_strength(p, s1, (a1, b1), d))
+            d = b0 + 1 + int(np.argmin(s0 * q.g[b0 + 1:a1]))
+            strength = min(_dip_strength(q, s0, (a0, b0), d), _dip_strength(q, s1, (a1, b1), d))
             if strength < weakest:
                 weakest, where = strength, k
         if where < 0 or weakest >= z_crit:
@@ -181,8 +197,8 @@ def find_critical_points(profile: SlopeProfile, z_crit: float, *, min_checkpoint
     for k in range(len(runs) - 1):
         (s0, a0, b0), (s1, a1, b1) = runs[k], runs[k + 1]
         if s0 == s1:
-            d = b0 + 1 + int(np.argmin(s0 * p.g[b0 + 1:a1]))
-            strength = min(_dip_strength(p, s0, (a0, b0), d), _dip_strength(p, s1, (a1, b1), d))
+            d = b0 + 1 + int(np.argmin(s0 * q.g[b0 + 1:a1]))
+            strength = min(_dip_strength(q, s0, (a0, b0), d), _dip_strength(q, s1, (a1, b1), d))
             kind, where = "plateau", float(p.xs[d])
         else:
             strength = float(min(np.max(np.abs(z[a0:b0 + 1])), np.max(np.abs(z[a1:b1 + 1]))))
@@ -193,7 +209,7 @@ def find_critical_points(profile: SlopeProfile, z_crit: float, *, min_checkpoint
         else:
             out.append(Boundary(where, kind, strength))
     for s_, a_, b_ in runs:
-        out.extend(_dips_in_run(p, s_, a_, b_, z_crit))
+        out.extend(_dips_in_run(q, s_, a_, b_, z_crit))
     m = len(p.xs) - 1
     if last[2] < m and _is_flat(p, last[2], m, z_crit, min_checkpoints):
         out.append(Boundary(float(p.xs[last[2]]), "flat_start", float(np.max(np.abs(z[last[1]:last[2] + 1])))))

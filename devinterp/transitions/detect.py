@@ -23,7 +23,7 @@ from devinterp.transitions.classify import change_with_stderr, classify_stage
 from devinterp.transitions.critical import Boundary, SlopeProfile, critical_z, find_critical_points
 from devinterp.transitions.heads import head_tables, rank_heads
 from devinterp.transitions.signals import HEAD_METRICS, Signal, llc_signal, model_signal, to_axis
-from devinterp.transitions.smoothing import GPFit, fit_gp, slope_profile
+from devinterp.transitions.smoothing import GPFit, fit_gp, fit_on_axis, slope_profile
 
 
 def settings_from(settings: dict) -> DetectConfig:
@@ -45,15 +45,39 @@ class _Primary:
     profile: SlopeProfile
     G: np.ndarray  # slope on the profile grid = G @ y
     z_crit: float
+    axis: str = "log_step"  # the axis actually used ('auto' resolved)
+    offset: float = 1.0  # the log_step axis is log(step + offset)
+
+
+def axis_jacobian(xs: np.ndarray, steps: np.ndarray, x: np.ndarray, axis: str, offset: float) -> np.ndarray | None:
+    """d(axis)/d log(step + 1) on the grid ``xs`` of the axis (None when the axis is log(step + 1)).
+    For the checkpoint axis the map index -> log(step + 1) is the checkpoints' own, differentiated
+    by central differences and interpolated."""
+    if axis == "log_step" and offset == 1.0:
+        return None
+    if axis == "log_step":
+        s = np.exp(xs) - offset
+        return (s + 1.0) / (s + offset)
+    if axis == "step":
+        return xs + 1.0
+    lx = np.log(np.asarray(steps, float) + 1.0)
+    dl = np.gradient(lx, np.asarray(x, float))
+    return 1.0 / np.clip(np.interp(xs, x, dl), 1e-12, None)
 
 
 def _primary(sig: Signal, cfg: DetectConfig) -> _Primary | None:
-    x = to_axis(sig.step, sig.checkpoint, cfg.axis)
-    if len(x) < 3 or np.ptp(sig.y) == 0:
+    if len(sig) < 3 or np.ptp(sig.y) == 0:
         return None
-    fit = fit_gp(x, sig.y)
+    axis, offset = ("log_step" if cfg.axis == "auto" else cfg.axis), 1.0
+    if cfg.axis == "auto" and len(sig) >= 10:
+        fit, axis, offset = fit_on_axis(sig.step, sig.checkpoint, sig.y, kernel=cfg.kernel)
+        x = fit.x
+    else:
+        x = to_axis(sig.step, sig.checkpoint, axis)
+        fit = fit_gp(x, sig.y, kernel=cfg.kernel)
     profile, G = slope_profile(fit)
-    return _Primary(sig, x, fit, profile, G, critical_z(float(x[-1] - x[0]), fit.length, cfg.alpha))
+    profile.jacobian = axis_jacobian(profile.xs, sig.step, x, axis, offset)
+    return _Primary(sig, x, fit, profile, G, critical_z(float(x[-1] - x[0]), fit.length, cfg.alpha), axis, offset)
 
 
 def _extra_features(metrics: pd.DataFrame, cfg: DetectConfig, primary: _Primary) -> list[np.ndarray]:
@@ -77,8 +101,8 @@ def _extra_features(metrics: pd.DataFrame, cfg: DetectConfig, primary: _Primary)
             sig = llc_signal(metrics, drop_unhealthy=cfg.drop_unhealthy) if name == "llc" else model_signal(metrics, name)
         if sig is None or len(sig) < 3 or np.ptp(sig.y) == 0:
             continue
-        x = to_axis(sig.step, sig.checkpoint, cfg.axis)
-        fit = fit_gp(x, sig.y)
+        x = to_axis(sig.step, sig.checkpoint, primary.axis, primary.offset)
+        fit = fit_gp(x, sig.y, kernel=cfg.kernel)
         xs = primary.x
         g = fit.operator(xs, derivative=True) @ sig.y
         sd = np.sqrt(np.clip(np.diag(fit.covariance(xs, derivative=True)), 1e-300, None))
@@ -88,7 +112,7 @@ def _extra_features(metrics: pd.DataFrame, cfg: DetectConfig, primary: _Primary)
 
 def _boundaries(p: _Primary, cfg: DetectConfig, g: np.ndarray, z_crit: float, method: str,
                 extra: list[np.ndarray]) -> list[Boundary]:
-    prof = SlopeProfile(p.profile.xs, g, p.profile.cov, p.profile.length, p.profile.x_data)
+    prof = SlopeProfile(p.profile.xs, g, p.profile.cov, p.profile.length, p.profile.x_data, p.profile.jacobian)
     min_ck = max(cfg.min_size, 3)
     if method == "critical":
         return find_critical_points(prof, z_crit, min_checkpoints=min_ck)

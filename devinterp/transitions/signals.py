@@ -13,15 +13,17 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-AXES = ("log_step", "step", "checkpoint")
+AXES = ("auto", "log_step", "step", "checkpoint")
 HEAD_METRICS = ("prev_token", "induction", "duplicate_token", "head_llc")
 
 
-def to_axis(steps: np.ndarray, checkpoints: np.ndarray, axis: str) -> np.ndarray:
-    """x coordinate of each checkpoint: log(step + 1) (default; early checkpoints are log-spaced
-    and development is log-paced), the step itself, or the checkpoint index."""
-    if axis == "log_step":
-        return np.log(np.asarray(steps, float) + 1.0)
+def to_axis(steps: np.ndarray, checkpoints: np.ndarray, axis: str, offset: float = 1.0) -> np.ndarray:
+    """x coordinate of each checkpoint: log(step + offset) ('log_step' and 'auto'; offset 1 is the
+    papers' log(step + 1): early checkpoints are log-spaced and development is log-paced), the step
+    itself, or the checkpoint index. ('auto' picks the offset by marginal likelihood, see
+    :func:`devinterp.transitions.smoothing.fit_on_axis`.)"""
+    if axis in ("log_step", "auto"):
+        return np.log(np.asarray(steps, float) + float(offset))
     if axis == "step":
         return np.asarray(steps, float)
     if axis == "checkpoint":

@@ -21,8 +21,37 @@ from scipy.linalg import cho_solve, solve_triangular
 from devinterp.transitions.signals import noise_sd
 
 
+KERNELS = ("rbf", "matern52")
+
+
 def _rbf(a: np.ndarray, b: np.ndarray, length: float) -> np.ndarray:
     return np.exp(-0.5 * ((a[:, None] - b[None, :]) / length) ** 2)
+
+
+def _k(kind: str, a: np.ndarray, b: np.ndarray, length: float) -> np.ndarray:
+    """Unit-amplitude kernel k(a_i, b_j)."""
+    if kind == "rbf":
+        return _rbf(a, b, length)
+    r = np.abs(a[:, None] - b[None, :]) * (np.sqrt(5.0) / length)
+    return (1.0 + r + r**2 / 3.0) * np.exp(-r)
+
+
+def _dk(kind: str, a: np.ndarray, b: np.ndarray, length: float) -> np.ndarray:
+    """∂k(a_i, b_j)/∂a_i (unit amplitude)."""
+    d = a[:, None] - b[None, :]
+    if kind == "rbf":
+        return -d / length**2 * np.exp(-0.5 * (d / length) ** 2)
+    r = np.abs(d) * (np.sqrt(5.0) / length)
+    return -(5.0 / (3.0 * length**2)) * d * (1.0 + r) * np.exp(-r)
+
+
+def _ddk(kind: str, a: np.ndarray, b: np.ndarray, length: float) -> np.ndarray:
+    """∂²k(a_i, b_j)/∂a_i∂b_j (unit amplitude): the covariance of the slope process."""
+    d = a[:, None] - b[None, :]
+    if kind == "rbf":
+        return (1 - d**2 / length**2) / length**2 * np.exp(-0.5 * (d / length) ** 2)
+    r = np.abs(d) * (np.sqrt(5.0) / length)
+    return (5.0 / (3.0 * length**2)) * (1.0 + r - r**2) * np.exp(-r)
 
 
 @dataclass
@@ -36,10 +65,11 @@ class GPFit:
     amplitude: float
     noise: float
     log_likelihood: float
+    kernel: str = "rbf"
 
     def __post_init__(self) -> None:
         n = len(self.x)
-        K = self.amplitude**2 * _rbf(self.x, self.x, self.length) + self.noise**2 * np.eye(n)
+        K = self.amplitude**2 * _k(self.kernel, self.x, self.x, self.length) + self.noise**2 * np.eye(n)
         self._L = np.linalg.cholesky(K + 1e-12 * np.trace(K) / n * np.eye(n))
         self._cho = (self._L, True)
         H = np.vstack([np.ones(n), self.x])  # basis of the mean, 2 x n
@@ -53,11 +83,11 @@ class GPFit:
 
     def _cross(self, xs: np.ndarray, derivative: bool) -> tuple[np.ndarray, np.ndarray]:
         """Kernel between grid and data (or its derivative in the grid point) and the basis there."""
-        k = self.amplitude**2 * _rbf(xs, self.x, self.length)
         if derivative:
-            k = k * (-(xs[:, None] - self.x[None, :]) / self.length**2)
+            k = self.amplitude**2 * _dk(self.kernel, xs, self.x, self.length)
             h = np.vstack([np.zeros(len(xs)), np.ones(len(xs))])
         else:
+            k = self.amplitude**2 * _k(self.kernel, xs, self.x, self.length)
             h = np.vstack([np.ones(len(xs)), xs])
         return k, h
 
@@ -76,10 +106,9 @@ class GPFit:
         xs = np.asarray(xs, float)
         k, h = self._cross(xs, derivative)
         if derivative:
-            d = xs[:, None] - xs[None, :]
-            kss = self.amplitude**2 / self.length**2 * (1 - d**2 / self.length**2) * np.exp(-0.5 * d**2 / self.length**2)
+            kss = self.amplitude**2 * _ddk(self.kernel, xs, xs, self.length)
         else:
-            kss = self.amplitude**2 * _rbf(xs, xs, self.length)
+            kss = self.amplitude**2 * _k(self.kernel, xs, xs, self.length)
         v = solve_triangular(self._L, k.T, lower=True)
         R = h - self._H @ self._solve(k.T)
         cov = kss - v.T @ v + R.T @ np.linalg.solve(self._A, R)
@@ -93,7 +122,7 @@ class GPFit:
 
 
 def fit_gp(x: np.ndarray, y: np.ndarray, *, noise: float | None = None, n_lengths: int = 24,
-           max_points: int = 160) -> GPFit:
+           max_points: int = 160, kernel: str = "rbf") -> GPFit:
     """Fit the smoother to (x, y) by maximum marginal likelihood.
 
     Args:
@@ -105,6 +134,7 @@ def fit_gp(x: np.ndarray, y: np.ndarray, *, noise: float | None = None, n_length
             (features narrower than the sampling cannot be resolved) to the whole x range.
         max_points: the hyperparameter search uses every k-th point so that at most this many
             remain (the search costs one eigendecomposition per length; the final fit uses all).
+        kernel: 'rbf', 'matern52', or 'auto' (the one with the larger marginal likelihood).
 
     Returns a :class:`GPFit`. A constant ``y`` gives a fit whose slope is exactly 0.
     """
@@ -120,7 +150,10 @@ def fit_gp(x: np.ndarray, y: np.ndarray, *, noise: float | None = None, n_length
     scale = float(np.std(resid))
     if scale <= 1e-12 * max(1.0, float(np.abs(y).max())):
         tiny = max(1e-12, 1e-9 * max(1.0, float(np.abs(y).max())))
-        return GPFit(x, y, length=span or 1.0, amplitude=tiny, noise=tiny, log_likelihood=0.0)
+        return GPFit(x, y, length=span or 1.0, amplitude=tiny, noise=tiny, log_likelihood=0.0,
+                     kernel="rbf" if kernel == "auto" else kernel)
+    if kernel not in (*KERNELS, "auto"):
+        raise ValueError(f"kernel must be one of {(*KERNELS, 'auto')}, got {kernel!r}")
     nd = noise if noise is not None else noise_sd(y)
     nd = max(nd, 1e-6 * scale)
     fix_noise = noise is not None or n < 10
@@ -129,20 +162,62 @@ def fit_gp(x: np.ndarray, y: np.ndarray, *, noise: float | None = None, n_length
     lengths = np.geomspace(lmin, span, n_lengths) if span > lmin else np.array([max(span, 1.0)])
     amps2 = scale**2 * np.geomspace(1e-3, 1e3, 25)
     noises2 = np.array([nd**2]) if fix_noise else nd**2 * np.geomspace(1e-2, 1e2, 25)
-    best = (-np.inf, lengths[0], amps2[0], noises2[0])
+    best = (-np.inf, lengths[0], amps2[0], noises2[0], "rbf")
     k = max(1, int(np.ceil(n / max_points)))
     xk, rk = x[::k], resid[::k]
-    for length in lengths:
-        lam, Q = np.linalg.eigh(_rbf(xk, xk, length))
-        lam = np.clip(lam, 0.0, None)
-        q2 = (Q.T @ rk) ** 2
-        ev = amps2[:, None, None] * lam[None, None, :] + noises2[None, :, None]
-        ll = -0.5 * (q2 / ev).sum(-1) - 0.5 * np.log(ev).sum(-1)
-        i, j = np.unravel_index(np.argmax(ll), ll.shape)
-        if ll[i, j] > best[0]:
-            best = (float(ll[i, j]), float(length), float(amps2[i]), float(noises2[j]))
-    ll, length, a2, s2 = best
-    return GPFit(x, y, length=length, amplitude=float(np.sqrt(a2)), noise=float(np.sqrt(s2)), log_likelihood=ll)
+    for kind in (KERNELS if kernel == "auto" else (kernel,)):
+        for length in lengths:
+            lam, Q = np.linalg.eigh(_k(kind, xk, xk, length))
+            lam = np.clip(lam, 0.0, None)
+            q2 = (Q.T @ rk) ** 2
+            ev = amps2[:, None, None] * lam[None, None, :] + noises2[None, :, None]
+            ll = -0.5 * (q2 / ev).sum(-1) - 0.5 * np.log(ev).sum(-1)
+            i, j = np.unravel_index(np.argmax(ll), ll.shape)
+            if ll[i, j] > best[0]:
+                best = (float(ll[i, j]), float(length), float(amps2[i]), float(noises2[j]), kind)
+    ll, length, a2, s2, kind = best
+    return GPFit(x, y, length=length, amplitude=float(np.sqrt(a2)), noise=float(np.sqrt(s2)), log_likelihood=ll,
+                 kernel=kind)
+
+
+def warp_offsets(steps: np.ndarray) -> np.ndarray:
+    """Candidate offsets c of the axis log(step + c): 1 (the papers' log step), then every decade
+    up to the first one at or above the last step (where the axis is nearly linear in step)."""
+    last = float(np.max(steps)) if len(steps) else 1.0
+    top = int(np.ceil(np.log10(max(last, 10.0))))
+    return 10.0 ** np.arange(0, top + 1)
+
+
+def candidate_axes(steps: np.ndarray, checkpoints: np.ndarray) -> list[tuple[str, float, np.ndarray]]:
+    """The axes 'auto' chooses from, as (name, offset, x): log(step + c) for c in
+    :func:`warp_offsets`, and the checkpoint index (the axis on which the sampling is uniform)."""
+    steps = np.asarray(steps, float)
+    out = [("log_step", float(c), np.log(steps + c)) for c in warp_offsets(steps)]
+    out.append(("checkpoint", 1.0, np.asarray(checkpoints, float)))
+    return out
+
+
+def fit_on_axis(steps: np.ndarray, checkpoints: np.ndarray, y: np.ndarray, *,
+                kernel: str = "rbf") -> tuple[GPFit, str, float]:
+    """Fit the smoother on the axis, among :func:`candidate_axes`, with the largest marginal
+    likelihood (input warping, Snoek et al. 2014). Returns (fit, axis name, offset).
+
+    Why: a stationary kernel has one length scale, but checkpoint schedules are log-spaced early
+    and linear late, and stages are narrow or wide on either axis; the length scale that fits the
+    dense stretch leaves a sparse one with slopes it cannot resolve (a clear early stage reads as
+    flat). Critical points (zeros and sign changes of the slope) are invariant under a monotone
+    change of axis, so the axis can be chosen on statistical grounds: the one on which the data
+    look most like a stationary process. The likelihoods are of the same data ``y`` under
+    different models, so they compare.
+    """
+    best: tuple[GPFit, str, float] | None = None
+    for name, c, x in candidate_axes(steps, checkpoints):
+        if np.any(np.diff(x) <= 0):
+            continue
+        fit = fit_gp(x, y, kernel=kernel)
+        if best is None or fit.log_likelihood > best[0].log_likelihood + 1e-9:
+            best = (fit, name, c)
+    return best
 
 
 def grid_for(x: np.ndarray) -> np.ndarray:

@@ -17,7 +17,7 @@ import pytest
 from devinterp.config import ConfigError
 from devinterp.tables import STAGE_COLUMNS
 from devinterp.transitions import (
-    BadSegmentationParameters, classify_stage, critical_z, detect_stages, find_critical_points, fit_gp,
+    BadSegmentationParameters, classify_stage, critical_z, detect_stages, find_critical_points, fit_gp, fit_on_axis,
     noise_sd, segment, slope_profile,
 )
 from devinterp.transitions.synthetic import planted_sweep
@@ -214,3 +214,32 @@ def test_transitions_never_imports_torch():
     code = ("import sys, devinterp.transitions, devinterp.transitions.synthetic; "
             "sys.exit(1 if 'torch' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
+
+
+# --- smoother kernels and axis -------------------------------------------------------------------
+
+@pytest.mark.parametrize("kernel", ["rbf", "matern52"])
+def test_slope_and_its_covariance_are_derivatives_of_the_mean(kernel):
+    rng = np.random.default_rng(21)
+    x = np.linspace(0, 5, 40)
+    fit = fit_gp(x, np.sin(x) + rng.normal(0, 0.05, 40), kernel=kernel)
+    assert fit.kernel == kernel
+    xs, h = np.array([1.0, 2.3, 4.1]), 1e-4
+    assert fit.slope(xs) == pytest.approx((fit.mean(xs + h) - fit.mean(xs - h)) / (2 * h), abs=1e-5)
+    pts = np.ravel(np.column_stack([xs - h, xs + h]))
+    D = np.zeros((3, 6))
+    D[np.arange(3), 2 * np.arange(3)], D[np.arange(3), 2 * np.arange(3) + 1] = -1 / (2 * h), 1 / (2 * h)
+    assert fit.covariance(xs, derivative=True) == pytest.approx(D @ fit.covariance(pts) @ D.T, rel=1e-3, abs=1e-7)
+
+
+def test_auto_axis_picks_the_largest_marginal_likelihood():
+    from devinterp.transitions.smoothing import candidate_axes
+
+    rng = np.random.default_rng(22)
+    p = planted_sweep(rng, n_stages=3, types=["A", "B", "A"], sched="loglinear", n=60)
+    llc = p.metrics[(p.metrics.metric == "llc") & p.metrics.chain.isna()].sort_values("step")
+    steps, ck, y = llc.step.to_numpy(), llc.checkpoint.to_numpy(), llc.value.to_numpy()
+    fit, name, c = fit_on_axis(steps, ck, y)
+    lls = [fit_gp(x, y).log_likelihood for _, _, x in candidate_axes(steps, ck)]
+    assert fit.log_likelihood == pytest.approx(max(lls))
+    assert name in ("log_step", "checkpoint") and c >= 1
