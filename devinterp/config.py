@@ -128,6 +128,9 @@ class LLCSettings(StrictModel):
     compute_dtype: Literal["float32", "bfloat16"] = Field(
         "float32", description="dtype of the forward/backward (weights and the SGLD update stay float32)"
     )
+    compile: bool = Field(
+        False, description="torch.compile the fused forward (CUDA; the first estimate pays the compile time)"
+    )
     wbic: bool = Field(False, description="also report the local WBIC, n * mean sampled loss (REFERENCE.md §1.2)")
 
 

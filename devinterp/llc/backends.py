@@ -111,7 +111,7 @@ class VmapLoss(ChainLoss):
 
 def make_chain_loss(
     model: nn.Module, loss_fn: LossFn, flat: FlatParams, device: torch.device, compute_dtype: str,
-    backend: str, probe: tuple[Tensor, Any] | None = None,
+    backend: str, probe: tuple[Tensor, Any] | None = None, compile: bool = False,
 ) -> tuple[ChainLoss, str]:
     """The backend to use and a note on how it was chosen.
 
@@ -123,7 +123,7 @@ def make_chain_loss(
 
     args = (model, loss_fn, flat, device, compute_dtype)
     if backend in ("auto", "fused"):
-        fused = fused_for(*args)
+        fused = fused_for(*args, compile=compile)
         if fused is not None:
             return fused, "fused"
         if backend == "fused":

@@ -42,7 +42,9 @@ from devinterp.config import LLCSettings
 from devinterp.llc.estimator import estimate_llc, resolve_settings
 
 SAMPLER_CHECKS = ("nonfinite", "runaway", "rising", "falling", "rhat", "low_ess")
-DEFAULT_EPSILONS = tuple(10 ** (-k / 2) for k in range(2, 15))  # 1e-1 ... 1e-7, factor sqrt(10)
+DEFAULT_EPSILONS = tuple(10 ** (-k / 4) for k in range(4, 29))  # 1e-1 ... 1e-7, factor 10**0.25
+# A grid finer than sqrt(10) matters: the largest epsilon under the drift-ratio bound can sit just
+# below a coarse grid point, and the next point down then mixes ~3x slower (too slow for R-hat).
 DEFAULT_DELTAS = (0.03, 0.1, 0.25)
 
 
@@ -102,7 +104,7 @@ def calibrate_llc(
     data, loss_fn, n, device, param_mask: as for :func:`estimate_llc`.
     settings / **overrides: everything except epsilon and gamma (chains, draws, burnin, nbeta, seed...),
                used unchanged in the search, so the chosen settings are tested as they will be used.
-    epsilons:  candidate step sizes (scanned largest first); default 1e-1 ... 1e-7, factor sqrt(10).
+    epsilons:  candidate step sizes (scanned largest first); default 1e-1 ... 1e-7, factor 10**0.25.
     gammas:    candidate localizations (tried smallest first); default delta*sqrt(nbeta), delta in
                (0.03, 0.1, 0.25). Candidates with gamma/sqrt(nbeta) > max_delta are dropped.
     max_drift_ratio: largest allowed mean drift/noise step ratio (see rule 3).

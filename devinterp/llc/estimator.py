@@ -116,7 +116,7 @@ def estimate_llc(
                               else (0 if sdata.raw_batches is not None else torch.arange(settings.batch_size)))
     chain_loss, backend = make_chain_loss(
         model, loss_fn, flat, device, settings.compute_dtype, settings.backend,
-        probe=(w0.unsqueeze(0).repeat(min(settings.chains, 2), 1), probe_batch),
+        probe=(w0.unsqueeze(0).repeat(min(settings.chains, 2), 1), probe_batch), compile=settings.compile,
     )
     init_loss, init_se = _init_loss(chain_loss, w0, sdata, settings)
 

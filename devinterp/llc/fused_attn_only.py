@@ -6,9 +6,9 @@ serves every chain and there is no per-chain Python loop, no hooks and no ``vmap
 It computes exactly ``next_token_loss(model, tokens)`` per chain (tests compare it with the
 model's own forward), so it is used only when ``loss_fn`` is that function.
 
-Attention: float32 uses the fused CPU/GPU kernel (``scaled_dot_product_attention``); bfloat16
-uses explicit scores with a causal mask, which is faster on CPUs with AVX512-BF16 (measured, see
-the module docstring of :mod:`devinterp.llc.estimator`).
+Attention: the fused kernel (``scaled_dot_product_attention``), except bfloat16 on a CPU, where
+explicit scores with a causal mask are faster on CPUs with AVX512-BF16 (measured, see the module
+docstring of :mod:`devinterp.llc.estimator`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from devinterp.llc.params import FlatParams
 LN_EPS = 1e-5
 
 
-def fused_for(model: nn.Module, loss_fn: Any, flat: FlatParams, device: torch.device, compute_dtype: str) -> ChainLoss | None:
+def fused_for(model: nn.Module, loss_fn: Any, flat: FlatParams, device: torch.device, compute_dtype: str,
+              compile: bool = False) -> ChainLoss | None:
     """A :class:`FusedAttnOnlyLoss` when (model, loss_fn) is (AttnOnlyTransformer, next_token_loss), else None."""
     from devinterp.metrics.losses import next_token_loss
     from devinterp.models.attn_only import AttnOnlyTransformer
@@ -34,7 +35,7 @@ def fused_for(model: nn.Module, loss_fn: Any, flat: FlatParams, device: torch.de
     if type(model) is AttnOnlyTransformer and loss_fn is next_token_loss and set(flat.names) == {
         n for n, _ in model.named_parameters()
     }:
-        return FusedAttnOnlyLoss(model, loss_fn, flat, device, compute_dtype)
+        return FusedAttnOnlyLoss(model, loss_fn, flat, device, compute_dtype, compile=compile)
     return None
 
 
@@ -82,17 +83,20 @@ def chain_losses(P: dict[str, Tensor], tokens: Tensor, n_layers: int, n_heads: i
 class FusedAttnOnlyLoss(ChainLoss):
     name = "fused"
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, compile: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
+        self._forward = torch.compile(chain_losses, dynamic=False) if compile else chain_losses
         cfg = self.model.cfg
         self._dims = (cfg.n_layers, cfg.n_heads, cfg.d_head)
-        self._explicit = self.compute_dtype != "float32"
+        # explicit attention scores only for bf16 on CPU (faster there); on CUDA the fused kernel
+        # (flash attention in bf16) never materialises the [T, T] scores.
+        self._explicit = self.compute_dtype != "float32" and torch.device(self.device).type == "cpu"
 
     def _losses(self, W: Tensor, tokens: Tensor) -> Tensor:
         if not isinstance(tokens, Tensor) or tokens.dim() != 2:
             raise ValueError(f"the fused AttnOnlyTransformer loss needs token batches Long[batch, pos], got {type(tokens).__name__}")
         with autocast_for(self.device, self.compute_dtype):
-            return chain_losses(self.flat.views(W), tokens, *self._dims, explicit=self._explicit).to(W.dtype)
+            return self._forward(self.flat.views(W), tokens, *self._dims, explicit=self._explicit).to(W.dtype)
 
     def loss_and_grad(self, W: Tensor, batch: Any) -> tuple[Tensor, Tensor]:
         W = W.detach().requires_grad_(True)

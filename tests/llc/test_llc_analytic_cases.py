@@ -85,9 +85,9 @@ def test_regular_model_and_frozen_parameters():
 
 
 def test_ordinality_more_singular_point_has_smaller_llc():
-    # w2^4 (lambda 1/4) is more degenerate than w2^2 (lambda 1/2); one calibration at both points
-    model_a, data = monomial_problem((0, 1))
-    model_b, _ = monomial_problem((0, 2))
+    # x*w1*w2^2 (lambda 1/4) is more degenerate than x*w1*w2 (lambda 1/2); one calibration at both points
+    model_a, data = monomial_problem((1, 1))
+    model_b, _ = monomial_problem((2, 2))
     settings = calibrate_llc([model_a, model_b], data, half_mse, **BASE)
     a = estimate_llc(model_a, data, half_mse, settings=settings, seed=7)
     b = estimate_llc(model_b, data, half_mse, settings=settings, seed=7)

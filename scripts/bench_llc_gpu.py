@@ -1,0 +1,137 @@
+#!/usr/bin/env python
+"""LLC throughput on a GPU: ours vs the reference devinterp 2.0.1, same model, data and work.
+
+Two models: the paper-size language model of REFERENCE.md §2.1 (2 layers attention-only, d_model
+256, 8 heads x 32, ctx 1024, vocab 5000) and the quickstart toy (d_model 64, 4 heads, ctx 64,
+vocab 64). SGLD batch 32, 4 chains, random weights (throughput does not depend on them).
+
+    python scripts/bench_llc_gpu.py --ref-path DIR   # DIR holds devinterp==2.0.1 + deps (pip --target)
+
+Ours runs in this process (PYTHONPATH = the repo); the reference runs in a subprocess whose
+PYTHONPATH is --ref-path only, since both packages are called `devinterp`. Prints JSON lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REF_SCRIPT = r'''
+import json, math, sys, time
+import torch, torch.nn as nn, torch.nn.functional as F
+from datasets import Dataset
+from devinterp.slt.llc import llc
+a = json.loads(sys.argv[1]); c = a["cfg"]; dev = a["device"]
+class Attn(nn.Module):
+    def __init__(s):
+        super().__init__(); inner = c["n_heads"] * c["d_head"]
+        s.q, s.k, s.v = (nn.Linear(c["d_model"], inner) for _ in range(3)); s.o = nn.Linear(inner, c["d_model"])
+    def forward(s, x):
+        B, T, _ = x.shape
+        h = lambda t: t.view(B, T, c["n_heads"], c["d_head"]).transpose(1, 2)
+        z = F.scaled_dot_product_attention(h(s.q(x)), h(s.k(x)), h(s.v(x)), is_causal=True, scale=1 / math.sqrt(c["d_head"]))
+        return s.o(z.transpose(1, 2).reshape(B, T, -1))
+class Block(nn.Module):
+    def __init__(s):
+        super().__init__(); s.ln1 = nn.LayerNorm(c["d_model"], eps=1e-5); s.attn = Attn()
+    def forward(s, x): return s.attn(s.ln1(x))
+class Model(nn.Module):
+    def __init__(s):
+        super().__init__()
+        s.embed = nn.Embedding(c["d_vocab"], c["d_model"]); s.pos_embed = nn.Embedding(c["n_ctx"], c["d_model"])
+        s.blocks = nn.ModuleList(Block() for _ in range(c["n_layers"]))
+        s.ln_final = nn.LayerNorm(c["d_model"], eps=1e-5); s.unembed = nn.Linear(c["d_model"], c["d_vocab"])
+    def forward(s, tokens):
+        x = s.embed(tokens) + s.pos_embed(torch.arange(tokens.shape[1], device=tokens.device))
+        for b in s.blocks: x = x + b(x)
+        return s.unembed(s.ln_final(x))
+model = Model(); model.load_state_dict(torch.load(a["weights"], weights_only=True)); model.to(dev)
+tokens = torch.load(a["tokens"], weights_only=True)
+ds = Dataset.from_dict({"input_ids": tokens.tolist()}).with_format("torch")
+kw = dict(lr=a["epsilon"], n_beta=a["nbeta"], localization=a["gamma"], num_chains=a["chains"], batch_size=a["batch_size"],
+          num_burnin_steps=0, num_init_loss_batches=a["init_loss_batches"], device=dev)
+llc(model, ds, {}, num_draws=5, **kw)  # warm-up (CUDA context, kernels)
+if dev == "cuda": torch.cuda.synchronize()
+t0 = time.perf_counter()
+out = llc(model, ds, {}, num_draws=a["draws"], **kw)
+if dev == "cuda": torch.cuda.synchronize()
+s = time.perf_counter() - t0
+print(json.dumps({"ref_seconds": s, "ref_chain_steps_per_s": a["chains"] * a["draws"] / s, "ref_llc": float(out["llc_mean"])}))
+'''
+
+
+def bench(name, cfg, device, ref_path, draws, n_seq, compile_variants):
+    import torch
+
+    from devinterp.llc import estimate_llc
+    from devinterp.metrics.losses import next_token_loss
+    from devinterp.models.attn_only import AttnOnlyTransformer
+
+    torch.manual_seed(0)
+    model = AttnOnlyTransformer(cfg).to(device)
+    tokens = torch.randint(0, cfg.d_vocab, (n_seq, cfg.n_ctx), generator=torch.Generator().manual_seed(1))
+    batches = list(tokens.to(device).split(32))
+    kw = dict(chains=4, burnin=0, draws=draws, batch_size=32, epsilon=1e-5, gamma=100.0, nbeta=30.0, init_loss_batches=4)
+    for dtype, compiled in compile_variants:
+        kw_v = {**kw, "compute_dtype": dtype, "compile": compiled}
+        try:
+            estimate_llc(model, batches, next_token_loss, **{**kw_v, "draws": 5})  # warm-up (and compile)
+            t0 = time.perf_counter()
+            r = estimate_llc(model, batches, next_token_loss, **kw_v)
+            wall = time.perf_counter() - t0
+        except Exception as err:  # report and go on with the other variants
+            print(json.dumps({"model": name, "impl": "ours", "dtype": dtype, "compiled": compiled,
+                              "error": f"{type(err).__name__}: {str(err)[-800:]}"}), flush=True)
+            continue
+        print(json.dumps({"model": name, "impl": "ours", "dtype": dtype, "compiled": compiled, "backend": r.backend,
+                          "chain_steps_per_s": r.chain_steps_per_s, "chain_steps_per_s_wall_incl_init": 4 * draws / wall,
+                          "llc": r.llc, "healthy": r.healthy}), flush=True)
+    if ref_path is None:
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.save({k: v.cpu() for k, v in model.state_dict().items()}, f"{tmp}/w.pt")
+        torch.save(tokens, f"{tmp}/t.pt")
+        args = {**kw, "cfg": cfg.model_dump(), "device": device, "weights": f"{tmp}/w.pt", "tokens": f"{tmp}/t.pt"}
+        env = {**os.environ, "PYTHONPATH": ref_path}
+        res = subprocess.run([sys.executable, "-c", REF_SCRIPT, json.dumps(args)], env=env, capture_output=True,
+                             text=True, cwd=tmp, timeout=400)
+        if res.returncode != 0:
+            print(json.dumps({"model": name, "impl": "reference", "error": res.stderr[-1500:]}), flush=True)
+            return
+        print(json.dumps({"model": name, "impl": "reference", **json.loads(res.stdout.strip().splitlines()[-1])}), flush=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--ref-path", default=None, help="folder with devinterp==2.0.1 installed by pip --target")
+    p.add_argument("--draws", type=int, default=200)
+    p.add_argument("--small", action="store_true", help="shrink the paper model (CPU smoke test of this script)")
+    p.add_argument("--models", default="paper,toy")
+    args = p.parse_args()
+    import torch
+
+    from devinterp.config import ModelConfig
+
+    if args.device == "cuda":
+        print(json.dumps({"gpu": torch.cuda.get_device_name(), "torch": torch.__version__}), flush=True)
+    paper = ModelConfig(n_layers=2, n_heads=8, d_model=256, d_head=32, n_ctx=1024, d_vocab=5000)
+    if args.small:
+        paper = ModelConfig(n_layers=2, n_heads=8, d_model=64, d_head=8, n_ctx=128, d_vocab=500)
+    toy = ModelConfig()
+    dtypes = ([("float32", False), ("bfloat16", False), ("bfloat16", True)] if args.device == "cuda"
+              else [("float32", False)])
+    if "paper" in args.models:
+        bench("paper-lm", paper, args.device, args.ref_path, args.draws, 256, dtypes)
+    if "toy" in args.models:
+        bench("toy", toy, args.device, args.ref_path, args.draws, 1024, dtypes)
+
+
+if __name__ == "__main__":
+    main()
