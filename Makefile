@@ -2,29 +2,35 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-stamp
+BASE_STAMP := $(VENV)/.installed-base
+TEST_STAMP := $(VENV)/.installed-test
 
 .PHONY: demo test test-fast install clean
 
-$(STAMP): pyproject.toml constraints.txt
+$(BASE_STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
-	touch $(STAMP)
+	$(BIN)/python -m pip install -q -c constraints.txt -e .
+	touch $(BASE_STAMP)
 
-install: $(STAMP)
+# test extras: pytest, playwright (drives the system Chromium), dash, kaleido, ray
+$(TEST_STAMP): $(BASE_STAMP)
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
+	touch $(TEST_STAMP)
+
+install: $(BASE_STAMP)
 
 ## make demo: install, then train + sweep + detect + report the quickstart run into out/quickstart
-demo: $(STAMP)
+demo: $(BASE_STAMP)
 	$(BIN)/devinterp run configs/quickstart.yaml
 	@echo "open out/quickstart/report.html"
 
 ## make test: the whole test suite (slow real-computation tests included, as in CI)
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q
 
 ## make test-fast: skip the tests marked slow
-test-fast: $(STAMP)
+test-fast: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
 clean:
