@@ -117,8 +117,8 @@ def test_a_hostile_run_name_is_shown_as_text_and_runs_nothing(browser, tmp_path,
         page.page.close()
 
 
-@pytest.fixture
-def dash_server(tmp_path, synthetic):
+def _serve(tmp_path, metrics, stages):
+    """Serve the Dash app over one run on a free loopback port; yields its URL."""
     pytest.importorskip("dash", reason="the dashboard needs the optional 'dash' package")
     import threading
 
@@ -128,14 +128,53 @@ def dash_server(tmp_path, synthetic):
 
     run = tmp_path / "runs" / "syn"
     run.mkdir(parents=True)
-    synthetic.metrics.to_csv(run / "metrics.csv", index=False)
-    synthetic.stages.to_csv(run / "stages.csv", index=False)
+    metrics.to_csv(run / "metrics.csv", index=False)
+    stages.to_csv(run / "stages.csv", index=False)
     server = make_server("127.0.0.1", 0, create_app(run.parent).server)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}/"
     server.shutdown()
     thread.join(timeout=5)
+
+
+@pytest.fixture
+def dash_server(tmp_path, synthetic):
+    yield from _serve(tmp_path, synthetic.metrics, synthetic.stages)
+
+
+@pytest.fixture
+def dash_server_one_stage(tmp_path, synthetic):
+    """The synthetic run with a saved stages table of one stage spanning the whole run."""
+    one = synthetic.stages.iloc[:1].copy()
+    one["end_step"] = synthetic.stages["end_step"].max()
+    one["type"] = "-"
+    yield from _serve(tmp_path, synthetic.metrics, one)
+
+
+def _band_count(page) -> int:
+    return page.evaluate("(() => { const gd = document.querySelector('#overview .js-plotly-plot');"
+                         " return gd && gd._fullLayout ? gd._fullLayout.shapes.length : -1; })()")
+
+
+def test_dash_app_answers_a_control_change_with_new_stage_bands(browser, dash_server_one_stage):
+    """Switching from the saved stages (one band) to live re-detection redraws the bands."""
+    page = browser.new_page(viewport={"width": 1300, "height": 1000})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        page.goto(dash_server_one_stage)
+        page.wait_for_function("(() => { const gd = document.querySelector('#overview .js-plotly-plot');"
+                               " return gd && gd._fullLayout && gd._fullLayout.shapes.length === 1; })()",
+                               timeout=30_000)
+        page.get_by_text("re-detect").click()
+        page.wait_for_function("(() => { const gd = document.querySelector('#overview .js-plotly-plot');"
+                               " return gd && gd._fullLayout && gd._fullLayout.shapes.length > 1; })()",
+                               timeout=60_000)
+        assert _band_count(page) > 1  # the planted synthetic run has several stages
+        assert errors == []
+    finally:
+        page.close()
 
 
 def test_dash_app_renders_and_a_click_shows_the_stage_heads(browser, dash_server):
