@@ -167,6 +167,11 @@ class SweepConfig(StrictModel):
     head_sequences: int = Field(64, ge=1, description="sequences for the per-head scores")
     llc_sequences: int = Field(1024, ge=1, description="sequences in the SGLD data set (n)")
     llc: LLCSettings = Field(default_factory=LLCSettings)
+    calibrate: Literal["off", "auto"] = Field(
+        "off",
+        description="auto = choose epsilon/gamma with calibrate_llc at the first, middle and last checkpoints "
+                    "before the sweep (other llc settings as given), then freeze them in llc_settings.json",
+    )
     threads: int = Field(1, ge=1, description="torch threads in the hot loops (1 is fastest for tiny models)")
     strict: bool = Field(False, description="fail (exit status 1) when any checkpoint failed; the rest are still measured")
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig,

@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Callable
 import pandas as pd
 from tqdm.auto import tqdm
 
-from devinterp import _io
 from devinterp.checkpoints import Checkpoint, CheckpointError, CheckpointSource
 from devinterp.config import ModelConfig, RunConfig, config_hash
 from devinterp.manifest import environment, read_manifest, update_manifest
@@ -252,9 +251,12 @@ def run_sweep(
         removed = store.clean_temp()
         if removed:
             log.info("removed %d temp file(s) left by an interrupted write", removed)
-        if "llc" in groups and not (run_dir / "llc_settings.json").is_file():
-            _io.write_json(run_dir / "llc_settings.json", {"settings": config.sweep.llc.model_dump(), "calibration": None})
         tasks = plan(source, groups, store)
+        if "llc" in groups and tasks:
+            from devinterp.sweep.calibration import frozen_llc_settings
+
+            llc = frozen_llc_settings(source, config, run_dir)  # same settings for every checkpoint
+            config = config.model_copy(update={"sweep": config.sweep.model_copy(update={"llc": llc})})
         known = read_manifest(run_dir).get("checkpoints", {})
         statuses = {str(c.step): {"status": "done"} for c in source
                     if known.get(str(c.step), {}).get("status") != "done" and all(store.has(c.step, g) for g in groups)}

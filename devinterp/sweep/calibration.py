@@ -1,0 +1,68 @@
+"""The SGLD settings of a sweep, frozen once in ``llc_settings.json`` (DESIGN.md, run directory).
+
+With ``sweep.calibrate: auto`` they are chosen by :func:`devinterp.llc.calibrate_llc` at the first,
+middle and last checkpoints before anything is measured; otherwise they are ``sweep.llc`` as given.
+Either way the file is written once and every later (or resumed) sweep reads it back, so all
+checkpoints of a run are measured with the same settings.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from devinterp import _io
+from devinterp.config import LLCSettings, RunConfig
+
+log = logging.getLogger("devinterp.sweep")
+
+FILE = "llc_settings.json"
+
+
+def probe_checkpoints(source) -> list:
+    """First, middle and last checkpoints (fewer when the run is shorter)."""
+    ckpts = list(source)
+    picks = {0, len(ckpts) // 2, len(ckpts) - 1}
+    return [ckpts[i] for i in sorted(picks)]
+
+
+def frozen_llc_settings(source, config: RunConfig, run_dir: str | Path) -> LLCSettings:
+    """The run's SGLD settings: read from ``run_dir/llc_settings.json``, or decided now and written there.
+
+    Raises :class:`devinterp.llc.CalibrationError` (after writing the table of what was tried to
+    ``llc_settings.json`` under ``failed_calibration``) when calibration finds nothing stable.
+    """
+    path = Path(run_dir) / FILE
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        if saved.get("settings"):
+            return LLCSettings.model_validate(saved["settings"])
+    if config.sweep.calibrate == "off":
+        _io.write_json(path, {"settings": config.sweep.llc.model_dump(), "calibration": None,
+                              "choice": "as configured (sweep.llc); calibrate: off"})
+        return config.sweep.llc
+    return _calibrate(source, config, path)
+
+
+def _calibrate(source, config: RunConfig, path: Path) -> LLCSettings:
+    from devinterp.llc import CalibrationError, calibrate_llc
+    from devinterp.metrics.losses import next_token_loss
+    from devinterp.models.attn_only import AttnOnlyTransformer
+    from devinterp.sweep.runner import sweep_data
+
+    data = sweep_data(config, source)
+    probes = probe_checkpoints(source)
+    models = [AttnOnlyTransformer.from_state_dict(data.model, source.load(c)).to(config.device) for c in probes]
+    steps = [c.step for c in probes]
+    log.info("calibrating SGLD at steps %s", steps)
+    try:
+        chosen = calibrate_llc(models, data.llc_batches, next_token_loss, settings=config.sweep.llc)
+    except CalibrationError as err:
+        _io.write_json(path.with_name("llc_calibration_failed.json"),
+                       {"probed_steps": steps, "error": str(err), "table": getattr(err, "table", None)})
+        raise
+    settings = LLCSettings.model_validate(chosen.model_dump())
+    _io.write_json(path, {"settings": settings.model_dump(), "calibration": chosen.table,
+                          "choice": chosen.choice, "probed_steps": steps})
+    return settings
