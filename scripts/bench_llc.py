@@ -32,18 +32,10 @@ REF_PY = REF_VENV / "bin" / "python"
 REF_REQS = ["torch==2.13.0", "devinterp==2.0.1"]
 
 # The reference side: a standalone copy of the architecture (the same math as
-# devinterp.models.attn_only.AttnOnlyTransformer, which the reference venv cannot import).
-REF_SCRIPT = textwrap.dedent(
+# devinterp.models.attn_only.AttnOnlyTransformer, which the reference venv cannot import). It
+# expects a dict ``c`` of ModelConfig fields; scripts/bench_llc_gpu.py reuses it.
+REF_MODEL = textwrap.dedent(
     '''
-    import json, math, sys, time
-    import torch, torch.nn as nn, torch.nn.functional as F
-    from datasets import Dataset
-    from devinterp.slt.llc import llc
-
-    args = json.loads(sys.argv[1])
-    torch.set_num_threads(args["threads"])
-    c = args["cfg"]
-
     class Attn(nn.Module):
         def __init__(s):
             super().__init__()
@@ -70,11 +62,27 @@ REF_SCRIPT = textwrap.dedent(
             s.blocks = nn.ModuleList(Block() for _ in range(c["n_layers"]))
             s.ln_final = nn.LayerNorm(c["d_model"], eps=1e-5); s.unembed = nn.Linear(c["d_model"], c["d_vocab"])
         def forward(s, tokens):
-            x = s.embed(tokens) + s.pos_embed(torch.arange(tokens.shape[1]))
+            x = s.embed(tokens) + s.pos_embed(torch.arange(tokens.shape[1], device=tokens.device))
             for b in s.blocks:
                 x = x + b(x)
             return s.unembed(s.ln_final(x))
 
+    '''
+)
+
+REF_SCRIPT = textwrap.dedent(
+    '''
+    import json, math, sys, time
+    import torch, torch.nn as nn, torch.nn.functional as F
+    from datasets import Dataset
+    from devinterp.slt.llc import llc
+
+    args = json.loads(sys.argv[1])
+    torch.set_num_threads(args["threads"])
+    c = args["cfg"]
+    '''
+) + REF_MODEL + textwrap.dedent(
+    '''
     model = Model()
     model.load_state_dict(torch.load(args["weights"], weights_only=True))
     tokens = torch.load(args["tokens"], weights_only=True)

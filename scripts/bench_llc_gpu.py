@@ -22,35 +22,16 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_llc import REF_MODEL  # noqa: E402  (the reference-side copy of the architecture)
+
 REF_SCRIPT = r'''
 import json, math, sys, time
 import torch, torch.nn as nn, torch.nn.functional as F
 from datasets import Dataset
 from devinterp.slt.llc import llc
 a = json.loads(sys.argv[1]); c = a["cfg"]; dev = a["device"]
-class Attn(nn.Module):
-    def __init__(s):
-        super().__init__(); inner = c["n_heads"] * c["d_head"]
-        s.q, s.k, s.v = (nn.Linear(c["d_model"], inner) for _ in range(3)); s.o = nn.Linear(inner, c["d_model"])
-    def forward(s, x):
-        B, T, _ = x.shape
-        h = lambda t: t.view(B, T, c["n_heads"], c["d_head"]).transpose(1, 2)
-        z = F.scaled_dot_product_attention(h(s.q(x)), h(s.k(x)), h(s.v(x)), is_causal=True, scale=1 / math.sqrt(c["d_head"]))
-        return s.o(z.transpose(1, 2).reshape(B, T, -1))
-class Block(nn.Module):
-    def __init__(s):
-        super().__init__(); s.ln1 = nn.LayerNorm(c["d_model"], eps=1e-5); s.attn = Attn()
-    def forward(s, x): return s.attn(s.ln1(x))
-class Model(nn.Module):
-    def __init__(s):
-        super().__init__()
-        s.embed = nn.Embedding(c["d_vocab"], c["d_model"]); s.pos_embed = nn.Embedding(c["n_ctx"], c["d_model"])
-        s.blocks = nn.ModuleList(Block() for _ in range(c["n_layers"]))
-        s.ln_final = nn.LayerNorm(c["d_model"], eps=1e-5); s.unembed = nn.Linear(c["d_model"], c["d_vocab"])
-    def forward(s, tokens):
-        x = s.embed(tokens) + s.pos_embed(torch.arange(tokens.shape[1], device=tokens.device))
-        for b in s.blocks: x = x + b(x)
-        return s.unembed(s.ln_final(x))
+''' + REF_MODEL + r'''
 model = Model(); model.load_state_dict(torch.load(a["weights"], weights_only=True)); model.to(dev)
 tokens = torch.load(a["tokens"], weights_only=True)
 ds = Dataset.from_dict({"input_ids": tokens.tolist()}).with_format("torch")
