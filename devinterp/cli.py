@@ -60,7 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def config_cmd(name: str, help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=fmt)
+        p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=fmt,
+                           epilog="Every config key, its default and meaning: docs/config.md "
+                                  "(generated from devinterp/config.py).")
         p.add_argument("config", type=Path, help="run config YAML (see configs/quickstart.yaml)")
         p.add_argument("--out", type=Path, default=Path("out"), help="parent folder of run directories")
         return p
