@@ -36,12 +36,22 @@ class CheckpointModels:
     fast: nn.Module
     _bridge_factory: Any = None
     _bridge: Any = field(default=None, repr=False)
+    _heldout: Tensor | None = field(default=None, repr=False)
 
     @property
     def bridge(self):
         if self._bridge is None:
             self._bridge = self._bridge_factory(self.state_dict)
         return self._bridge
+
+    def heldout_losses(self, batches: list[Tensor]) -> Tensor:
+        """Per-token held-out losses Float[sequences, pos-1] of ``fast``, computed once per checkpoint
+        (the loss and ICL groups both read them; ``batches`` is the sweep's fixed evaluation set)."""
+        if self._heldout is None:
+            from devinterp.metrics.losses import heldout_losses
+
+            self._heldout = heldout_losses(self.fast, batches)
+        return self._heldout
 
 
 def row(metric: str, value: float, *, layer=None, head=None, chain=None, stderr=None, healthy=None, **extra) -> dict:

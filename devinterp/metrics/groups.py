@@ -14,13 +14,13 @@ from devinterp.metrics.heads import (
     previous_token_scores,
 )
 from devinterp.metrics.icl import icl_score
-from devinterp.metrics.losses import heldout_losses, next_token_loss
+from devinterp.metrics.losses import next_token_loss
 
 
 @torch.no_grad()
 def measure_loss(models: CheckpointModels, data: SweepData) -> list[dict]:
     """Held-out mean next-token loss (nats), with the standard error across sequences."""
-    per_seq = heldout_losses(models.fast, data.eval_batches).mean(dim=1)
+    per_seq = models.heldout_losses(data.eval_batches).mean(dim=1)
     stderr = float(per_seq.std() / len(per_seq) ** 0.5) if len(per_seq) > 1 else None
     return [row("loss", per_seq.mean(), stderr=stderr)]
 
@@ -28,7 +28,7 @@ def measure_loss(models: CheckpointModels, data: SweepData) -> list[dict]:
 @torch.no_grad()
 def measure_icl(models: CheckpointModels, data: SweepData) -> list[dict]:
     """ICL score: late-window minus early-window held-out loss (nats; negative = in-context learning)."""
-    return [row("icl_score", icl_score(heldout_losses(models.fast, data.eval_batches)))]
+    return [row("icl_score", icl_score(models.heldout_losses(data.eval_batches)))]
 
 
 @torch.no_grad()

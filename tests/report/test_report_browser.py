@@ -152,9 +152,16 @@ def dash_server_one_stage(tmp_path, synthetic):
     yield from _serve(tmp_path, synthetic.metrics, one)
 
 
-def _band_count(page) -> int:
-    return page.evaluate("(() => { const gd = document.querySelector('#overview .js-plotly-plot');"
-                         " return gd && gd._fullLayout ? gd._fullLayout.shapes.length : -1; })()")
+OVERVIEW_BANDS = ("(() => { const gd = document.querySelector('#overview .js-plotly-plot');"
+                  " return gd && gd._fullLayout ? gd._fullLayout.shapes.length : -1; })()")
+
+
+def _wait_for_bands(page, condition: str, timeout: int = 30_000) -> int:
+    """Wait until the app's overview has drawn stage bands whose count n satisfies ``condition``
+    (a JS expression in n, e.g. 'n === 4'); return that count."""
+    page.wait_for_function(f"(() => {{ const n = {OVERVIEW_BANDS}; return n >= 0 && ({condition}); }})()",
+                           timeout=timeout)
+    return page.evaluate(OVERVIEW_BANDS)
 
 
 def test_dash_app_answers_a_control_change_with_new_stage_bands(browser, dash_server_one_stage):
@@ -164,14 +171,9 @@ def test_dash_app_answers_a_control_change_with_new_stage_bands(browser, dash_se
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     try:
         page.goto(dash_server_one_stage)
-        page.wait_for_function("(() => { const gd = document.querySelector('#overview .js-plotly-plot');"
-                               " return gd && gd._fullLayout && gd._fullLayout.shapes.length === 1; })()",
-                               timeout=30_000)
+        assert _wait_for_bands(page, "n === 1") == 1
         page.get_by_text("re-detect").click()
-        page.wait_for_function("(() => { const gd = document.querySelector('#overview .js-plotly-plot');"
-                               " return gd && gd._fullLayout && gd._fullLayout.shapes.length > 1; })()",
-                               timeout=60_000)
-        assert _band_count(page) > 1  # the planted synthetic run has several stages
+        assert _wait_for_bands(page, "n > 1", timeout=60_000) > 1  # the planted run has several stages
         assert errors == []
     finally:
         page.close()
@@ -184,9 +186,7 @@ def test_dash_app_renders_and_a_click_shows_the_stage_heads(browser, dash_server
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     try:
         page.goto(dash_server)
-        page.wait_for_function("(() => { const gd = document.querySelector('#overview .js-plotly-plot');"
-                               " return gd && gd._fullLayout && gd._fullLayout.shapes.length === 4; })()",
-                               timeout=30_000)
+        assert _wait_for_bands(page, "n === 4") == 4
         # click the middle of the overview's plot area: the stage holding that step shows its heads
         box = page.locator("#overview .nsewdrag").first.bounding_box()
         page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5)

@@ -7,8 +7,6 @@ seconds on 2 cores), so these tests are marked slow; the pure function they shar
 
 from __future__ import annotations
 
-import shutil
-
 import pandas as pd
 import pytest
 
@@ -18,17 +16,9 @@ from devinterp.manifest import read_manifest
 from devinterp.sweep import CheckpointTask, measure_checkpoint
 from devinterp.sweep.executors import RAY_DIE_ONCE_ENV, InProcessExecutor, PoolExecutor, make_executor
 
-METRICS = ["loss", "icl_score", "heads"]
-
-
 @pytest.fixture(scope="module")
-def setup(tiny_run, tmp_path_factory):
-    config, out = tiny_run
-    root = tmp_path_factory.mktemp("executors")
-    shutil.copytree(out / "tiny" / "checkpoints", root / "ck")
-    config = config.model_copy(update={"checkpoints": root / "ck",
-                                       "sweep": config.sweep.model_copy(update={"metrics": METRICS})})
-    reference = sweep(checkpoint_source(config, root / "ref"), config, root / "ref", progress=False)
+def setup(cheap_sweep):
+    config, reference, _ = cheap_sweep
     return config, reference
 
 
@@ -41,9 +31,9 @@ def test_measure_checkpoint_is_pure_and_isolates_failures(setup, tmp_path):
     config, reference = setup
     source = checkpoint_source(config)
     ckpt = source.checkpoints[3]
-    task = CheckpointTask(3, ckpt, tuple(METRICS))
+    task = CheckpointTask(3, ckpt, tuple(config.sweep.metrics))
     first = measure_checkpoint(source, task, config)
-    assert not first.failed and set(first.rows) == set(METRICS)
+    assert not first.failed and set(first.rows) == set(config.sweep.metrics)
     assert not list(tmp_path.iterdir())  # wrote nothing anywhere we look
     again = measure_checkpoint(source, task, config)
     assert again.rows == first.rows  # same data, same weights, same rows

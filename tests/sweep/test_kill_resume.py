@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -25,20 +24,12 @@ from devinterp.api import checkpoint_source, sweep
 from devinterp.manifest import read_manifest
 from devinterp.sweep.store import SLOW_WRITE_ENV
 
-METRICS = ["loss", "icl_score", "heads"]
-
-
 @pytest.fixture(scope="module")
-def setup(tiny_run, tmp_path_factory):
+def setup(cheap_sweep):
     """(config with the tiny checkpoints, its YAML path, the uninterrupted reference table)."""
-    config, out = tiny_run
-    root = tmp_path_factory.mktemp("kill")
-    shutil.copytree(out / "tiny" / "checkpoints", root / "ck")
-    config = config.model_copy(update={"checkpoints": root / "ck",
-                                       "sweep": config.sweep.model_copy(update={"metrics": METRICS})})
+    config, reference, root = cheap_sweep
     cfg_path = root / "tiny.yaml"
     cfg_path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
-    reference = sweep(checkpoint_source(config, root / "ref"), config, root / "ref", progress=False)
     return config, cfg_path, reference
 
 
