@@ -11,6 +11,7 @@ Public API (DESIGN.md)::
     load_results(path) -> Results
     estimate_llc(model, data, loss_fn, **settings) -> LLCResult
     calibrate_llc(models, data, loss_fn, **search) -> LLCSettings
+    refine(run_dir, boundaries=None, points=8) -> pd.DataFrame   # densify checkpoints at boundaries
 
 Heavy modules (torch, plotly) load on first use, so ``import devinterp`` stays cheap and the
 table-only parts (detection, report) work without torch.
@@ -29,6 +30,7 @@ _LAZY = {
     "train": "devinterp.api",
     "sweep": "devinterp.api",
     "render_report": "devinterp.api",
+    "refine": "devinterp.refine",
     "detect_stages": "devinterp.transitions",
     "estimate_llc": "devinterp.llc",
     "calibrate_llc": "devinterp.llc",
@@ -42,6 +44,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from devinterp.api import render_report, run, sweep, train
     from devinterp.checkpoints import CheckpointSource
     from devinterp.llc import LLCResult, calibrate_llc, estimate_llc
+    from devinterp.refine import refine
     from devinterp.transitions import detect_stages
 
 

@@ -153,7 +153,7 @@ class DirectorySource(ListedSource):
         else:
             found = []
             for p in sorted(self.folder.iterdir()):
-                if p.suffix in SUFFIXES and not p.name.startswith("."):
+                if p.suffix in SUFFIXES and not p.name.startswith(".") and not p.name.endswith(".train_state.pt"):
                     step = _step_from_name(p)
                     if step is None:
                         raise CheckpointError(f"{p}: cannot tell the step from the file name; add an index.csv")

@@ -14,6 +14,7 @@ from pathlib import Path
 from pydantic import BaseModel, ValidationError
 
 from devinterp.config import ConfigError, DetectConfig, ExecutorConfig, SweepConfig, load_config
+from devinterp.refine import RefineError
 from devinterp.sweep.errors import SweepFailed, SweepLocked
 
 
@@ -100,6 +101,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", type=Path, help="a run directory, e.g. out/quickstart")
     _add_model_options(p, DetectConfig, skip=("signals",))
 
+    p = sub.add_parser("refine", help="densify checkpoints around stage boundaries, measure them, re-detect",
+                       formatter_class=fmt,
+                       description="Resume the recipe's training from the checkpoint before each boundary's "
+                                   "interval, save new checkpoints inside it, sweep only those (same frozen SGLD "
+                                   "settings and random streams) and detect stages again. Needs a recipe run "
+                                   "trained with train.save_train_state (the default) and its stages.csv.")
+    p.add_argument("run_dir", type=Path, help="a run directory, e.g. out/quickstart")
+    p.add_argument("--boundary", type=int, action="append", default=None, metavar="STEP",
+                   help="refine the boundary nearest STEP (repeatable; default: every boundary)%(default).0s")
+    p.add_argument("--points", type=int, default=8, help="new checkpoints per boundary window")
+
     p = sub.add_parser("report", help="write the standalone HTML report of a run", formatter_class=fmt)
     p.add_argument("run_dir", type=Path, help="a run directory, e.g. out/quickstart")
     p.add_argument("--output", type=Path, default=None,
@@ -145,6 +157,11 @@ def main(argv: list[str] | None = None) -> int:
             overrides = {k: v for k, v in vars(args).items() if k in DetectConfig.model_fields and v is not None}
             stages = api.detect(args.run_dir, **overrides)
             print(stages.to_string(index=False) if len(stages) else "no stages")
+        elif args.command == "refine":
+            from devinterp.refine import refine
+
+            stages = refine(args.run_dir, boundaries=args.boundary, points=args.points, progress=progress)
+            print(stages.to_string(index=False) if len(stages) else "no stages")
         elif args.command == "report":
             out = args.output or args.run_dir / "report.html"
             results = load_results(args.run_dir)
@@ -169,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
                       file=sys.stderr)
                 return 2
             serve(args.root, host=args.host, port=args.port)
-    except (ConfigError, FileNotFoundError, api.RunDirError, SweepLocked, ImportError) as err:
+    except (ConfigError, FileNotFoundError, api.RunDirError, SweepLocked, ImportError, RefineError) as err:
         print(f"devinterp: error: {err}", file=sys.stderr)
         return 2
     except SweepFailed as err:

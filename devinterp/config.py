@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(ValueError):
@@ -75,6 +75,10 @@ class TrainConfig(StrictModel):
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay")
     seed: int = Field(0, description="seed of the weights and of the training data stream")
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    save_train_state: bool = Field(
+        True, description="save the optimizer and data-stream state beside each checkpoint "
+                          "(<step>.train_state.pt), so `devinterp refine` can resume training from it"
+    )
 
 
 class RecipeConfig(StrictModel):
@@ -157,9 +161,11 @@ class ExecutorConfig(StrictModel):
 
 
 class SweepConfig(StrictModel):
-    metrics: list[Literal["loss", "icl_score", "heads", "llc"]] = Field(
+    metrics: list[Literal["loss", "icl_score", "heads", "llc", "head_llc", "token_loss"]] = Field(
         default_factory=lambda: ["loss", "icl_score", "heads", "llc"],
-        description="metric groups measured at every checkpoint",
+        description="metric groups measured at every checkpoint (head_llc: the weight-restricted LLC of "
+                    "each head, about n_heads x the cost of llc; token_loss: per-token losses on a fixed "
+                    "probe set, for essential dynamics)",
     )
     eval_sequences: int = Field(512, ge=1, description="held-out sequences for loss and ICL score")
     eval_batch_size: int = Field(128, ge=1, description="sequences per forward pass in evaluation")
@@ -167,6 +173,12 @@ class SweepConfig(StrictModel):
     head_sequences: int = Field(64, ge=1, description="sequences for the per-head scores")
     llc_sequences: int = Field(1024, ge=1, description="sequences in the SGLD data set (n)")
     llc: LLCSettings = Field(default_factory=LLCSettings)
+    head_llc_heads: list[str] | None = Field(
+        None, description="head_llc: the heads to measure, as 'L1H2' labels; null = every head of every layer"
+    )
+    token_loss_probes: int = Field(
+        256, ge=2, description="token_loss: held-out token positions whose losses are recorded (fixed sample)"
+    )
     calibrate: Literal["off", "auto"] = Field(
         "off",
         description="auto = choose epsilon/gamma with calibrate_llc at the first, middle and last checkpoints "
@@ -176,6 +188,16 @@ class SweepConfig(StrictModel):
     strict: bool = Field(False, description="fail (exit status 1) when any checkpoint failed; the rest are still measured")
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig,
                                      description="where checkpoints are measured (local or a Ray cluster)")
+
+    @field_validator("head_llc_heads")
+    @classmethod
+    def _head_labels(cls, heads: list[str] | None) -> list[str] | None:
+        import re
+
+        for label in heads or []:
+            if not re.fullmatch(r"L\d+H\d+", label):
+                raise ValueError(f"head label {label!r} is not of the form 'L<layer>H<head>', e.g. 'L1H2'")
+        return heads
 
 
 class SourceConfig(StrictModel):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Hashable, Iterable
 
 import numpy as np
 import torch
@@ -99,6 +99,40 @@ def estimate_llc(
     noise at every call, whatever the weights: common random numbers).
     """
     settings = resolve_settings(settings, overrides)
+    return _estimate_groups(model, data, loss_fn, settings, n, device, [param_mask])[0]
+
+
+def estimate_restricted_llcs(
+    model: nn.Module,
+    data: Iterable[Any],
+    loss_fn: Callable[[nn.Module, Any], Tensor],
+    masks: dict[Hashable, dict[str, Tensor | bool] | None],
+    *,
+    settings: LLCSettings | None = None,
+    n: int | None = None,
+    device: torch.device | str | None = None,
+    **overrides: Any,
+) -> dict[Hashable, LLCResult]:
+    """Weight-restricted LLCs of several parameter subsets (e.g. every attention head) in one batched run.
+
+    ``masks``: ``{key: param_mask}`` as for :func:`estimate_llc` (e.g. ``{(1, 2): head_mask(model, 1, 2)}``).
+    All ``len(masks) * settings.chains`` chains advance together (one batched forward/backward per
+    step); the chains of each subset use the same minibatches and noise seeds as
+    ``estimate_llc(..., param_mask=masks[key])`` would, so each result equals that call's up to
+    floating-point summation order. Returns ``{key: LLCResult}``; each result's ``seconds`` and
+    ``chain_steps_per_s`` describe the whole batched run.
+    """
+    if not masks:
+        raise ValueError("masks is empty: give at least one parameter subset")
+    settings = resolve_settings(settings, overrides)
+    keys = list(masks)
+    results = _estimate_groups(model, data, loss_fn, settings, n, device, [masks[k] for k in keys])
+    return dict(zip(keys, results))
+
+
+def _estimate_groups(model, data, loss_fn, settings: LLCSettings, n, device, param_masks: list) -> list[LLCResult]:
+    """One SGLD run of ``len(param_masks) * settings.chains`` chains; group g's chains are restricted to
+    ``param_masks[g]`` (None: every parameter) and chain c of every group uses noise seed ``seed + c``."""
     first = next(iter(model.parameters()), None)
     if first is None:
         raise ValueError(f"{type(model).__name__} has no parameters")
@@ -107,8 +141,7 @@ def estimate_llc(
         raise ValueError(f"the model is on {first.device} but device={device} was asked; move the model there first")
     flat = FlatParams.of(model)
     w0 = flat.flatten(model, device)
-    mask = flat.mask(param_mask, device)
-    d_sampled = int(mask.sum()) if mask is not None else flat.d
+    masks = [flat.mask(pm, device) for pm in param_masks]
     sdata = SGLDData.from_data(data, n=n, device=device)
     nbeta, nbeta_source = resolve_nbeta(settings, sdata.n, sdata.n_source)
 
@@ -120,15 +153,39 @@ def estimate_llc(
     )
     init_loss, init_se = _init_loss(chain_loss, w0, sdata, settings)
 
+    C, G = settings.chains, len(masks)
+    if G == 1:
+        mask, offsets = masks[0], None
+    else:
+        ones = torch.ones_like(w0)
+        mask = torch.stack([m if m is not None else ones for m in masks]).repeat_interleave(C, dim=0)
+        offsets = list(range(C)) * G
     steps = settings.burnin + settings.draws * settings.thin
     t0 = time.perf_counter()
     run = run_chains(
         chain_loss, w0, sdata, epsilon=settings.epsilon, nbeta=nbeta, gamma=settings.gamma,
-        noise_level=settings.noise_level, chains=settings.chains, steps=steps, batch_size=settings.batch_size,
-        seed=settings.seed, mask=mask,
+        noise_level=settings.noise_level, chains=C * G, steps=steps, batch_size=settings.batch_size,
+        seed=settings.seed, mask=mask, seed_offsets=offsets,
     )
     seconds = time.perf_counter() - t0
-    losses = run.losses.double().numpy().T  # [chains, steps]
+    losses = run.losses.double().numpy().T  # [G*C, steps]
+    results = []
+    for g, m in enumerate(masks):
+        chains = slice(g * C, (g + 1) * C)
+        d_sampled = int(m.sum()) if m is not None else flat.d
+        noise_norm = math.sqrt(settings.epsilon) * settings.noise_level * math.sqrt(d_sampled)
+        results.append(_summarise(
+            losses[chains], run.drift_norm[settings.burnin: run.steps_run, chains], noise_norm, settings,
+            init_loss=init_loss, init_se=init_se, nbeta=nbeta, nbeta_source=nbeta_source, n=sdata.n,
+            d_sampled=d_sampled, backend=backend, seconds=seconds,
+            chain_steps_per_s=C * G * run.steps_run / max(seconds, 1e-12)))
+    return results
+
+
+def _summarise(losses: np.ndarray, drift: Tensor, noise_norm: float, settings: LLCSettings, *, init_loss: float,
+               init_se: float, nbeta: float, nbeta_source: str, n: int | None, d_sampled: int, backend: str,
+               seconds: float, chain_steps_per_s: float) -> LLCResult:
+    """The estimate, its stderr and diagnosis from one group's ``losses: Float[chains, steps]``."""
     burnin_trace = losses[:, : settings.burnin]
     loss_trace = losses[:, settings.burnin :: settings.thin][:, : settings.draws]
     chain_llcs = nbeta * (loss_trace.mean(axis=1) - init_loss)
@@ -136,19 +193,17 @@ def estimate_llc(
     stderr = float(chain_llcs.std(ddof=1) / math.sqrt(len(chain_llcs))) if len(chain_llcs) > 1 else float("nan")
     diag = diagnose(loss_trace, chain_llcs, llc=llc, stderr=stderr, init_loss=init_loss,
                     init_loss_stderr=init_se, nbeta=nbeta, d_sampled=d_sampled)
-    drift = run.drift_norm[settings.burnin : run.steps_run].double()
+    drift = drift.double()
     stats = dict(diag.stats)
-    stats["drift_noise_ratio"] = (
-        float(drift.mean()) / run.noise_norm if run.noise_norm > 0 and drift.numel() else float("nan"))
+    stats["drift_noise_ratio"] = float(drift.mean()) / noise_norm if noise_norm > 0 and drift.numel() else float("nan")
     wbic = None
     if settings.wbic:
-        if sdata.n is None:
+        if n is None:
             raise ValueError("settings.wbic needs the number of samples n; pass n=...")
-        wbic = float(sdata.n * loss_trace.mean())
+        wbic = float(n * loss_trace.mean())
     return LLCResult(
         llc=llc, stderr=stderr, chain_llcs=chain_llcs, loss_trace=loss_trace, burnin_trace=burnin_trace,
-        init_loss=init_loss, init_loss_stderr=init_se, nbeta=nbeta, nbeta_source=nbeta_source, n=sdata.n,
+        init_loss=init_loss, init_loss_stderr=init_se, nbeta=nbeta, nbeta_source=nbeta_source, n=n,
         healthy=diag.healthy, reasons=diag.reasons, settings=settings, d_sampled=d_sampled, backend=backend,
-        seconds=seconds, chain_steps_per_s=settings.chains * run.steps_run / max(seconds, 1e-12),
-        diagnostics=stats, wbic=wbic,
+        seconds=seconds, chain_steps_per_s=chain_steps_per_s, diagnostics=stats, wbic=wbic,
     )

@@ -9,6 +9,8 @@ the matching biases, and columns ``h*d_head:(h+1)*d_head`` of ``blocks.l.attn.o.
 
 from __future__ import annotations
 
+import re
+
 import torch
 from torch import Tensor, nn
 
@@ -49,3 +51,22 @@ def head_mask(model: nn.Module, layer: int, head: int) -> dict[str, Tensor]:
     m[:, rows] = True
     masks[name] = m
     return masks
+
+
+def parse_head(label: str) -> tuple[int, int]:
+    """``'L1H2'`` -> ``(1, 2)``. Raises ``ValueError`` for another form."""
+    match = re.fullmatch(r"L(\d+)H(\d+)", label)
+    if match is None:
+        raise ValueError(f"head label {label!r} is not of the form 'L<layer>H<head>', e.g. 'L1H2'")
+    return int(match.group(1)), int(match.group(2))
+
+
+def head_masks(model: nn.Module, heads: list[tuple[int, int]] | None = None) -> dict[tuple[int, int], dict[str, Tensor]]:
+    """``{(layer, head): head_mask(model, layer, head)}`` for ``heads`` (default: every head of every
+    layer, layer-major), ready for :func:`~devinterp.llc.estimate_restricted_llcs`."""
+    if heads is None:
+        cfg = getattr(model, "cfg", None)
+        if cfg is None:
+            raise ValueError(f"{type(model).__name__} has no cfg with n_layers and n_heads")
+        heads = [(layer, head) for layer in range(cfg.n_layers) for head in range(cfg.n_heads)]
+    return {(layer, head): head_mask(model, layer, head) for layer, head in heads}

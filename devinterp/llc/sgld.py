@@ -37,7 +37,8 @@ def sgld_step(
 
     ``grad``: Float[chains, d], gradient of each chain's mean minibatch loss at ``w``;
     ``w0``: Float[d] (or [chains, d]), the localization centre w*; ``noise``: Float[chains, d]
-    standard normal (None with ``noise_level == 0``); ``mask``: Float[d] of 0/1 or None.
+    standard normal (None with ``noise_level == 0``); ``mask``: Float[d] (one mask for every chain)
+    or Float[chains, d] (a mask per chain, e.g. one head per group of chains) of 0/1, or None.
     With ``noise_level = 0`` and ``gamma = 0`` this is SGD with learning rate ``epsilon * nbeta / 2``.
     """
     drift = grad * nbeta
@@ -63,20 +64,30 @@ class ChainRun:
     steps_run: int  # < steps when every chain went non-finite and the loop stopped early
 
 
-def chain_generators(seed: int, chains: int, device: torch.device) -> list[torch.Generator]:
-    """One noise generator per chain, chain c seeded with ``seed + c``."""
-    return [torch.Generator(device=device).manual_seed(seed + c) for c in range(chains)]
+def chain_generators(seed: int, chains: int, device: torch.device, offsets: list[int] | None = None
+                     ) -> list[torch.Generator]:
+    """One noise generator per chain, chain c seeded with ``seed + offsets[c]`` (default offsets[c] = c)."""
+    offsets = list(range(chains)) if offsets is None else offsets
+    return [torch.Generator(device=device).manual_seed(seed + o) for o in offsets]
 
 
 def run_chains(
     chain_loss: ChainLoss, w0: Tensor, data: SGLDData, *, epsilon: float, nbeta: float, gamma: float,
     noise_level: float, chains: int, steps: int, batch_size: int, seed: int, mask: Tensor | None = None,
+    seed_offsets: list[int] | None = None,
 ) -> ChainRun:
-    """Run ``chains`` SGLD chains from ``w0: Float[d]`` for ``steps`` steps; record every step's loss."""
+    """Run ``chains`` SGLD chains from ``w0: Float[d]`` for ``steps`` steps; record every step's loss.
+
+    ``mask``: Float[d] or Float[chains, d] (see :func:`sgld_step`). ``seed_offsets[c]``: chain c's
+    noise seed is ``seed + seed_offsets[c]`` (default c), so groups of chains with different masks
+    can share their noise streams.
+    """
     device = w0.device
     W = w0.unsqueeze(0).repeat(chains, 1)
     schedule = data.schedule(steps, batch_size, seed)
-    gens = chain_generators(seed, chains, device)
+    if seed_offsets is not None and len(seed_offsets) != chains:
+        raise ValueError(f"seed_offsets has {len(seed_offsets)} entries for {chains} chains")
+    gens = chain_generators(seed, chains, device, seed_offsets)
     noise = torch.empty_like(W)
     losses = torch.full((steps, chains), float("nan"), dtype=W.dtype, device=device)
     drift_norm = torch.full((steps, chains), float("nan"), dtype=W.dtype, device=device)
@@ -94,5 +105,5 @@ def run_chains(
         if (t + 1) % NONFINITE_CHECK_EVERY == 0 and not bool(torch.isfinite(losses[t]).any()):
             steps_run = t + 1
             break
-    d_eff = float(mask.sum()) if mask is not None else W.shape[1]
+    d_eff = float(mask.sum(dim=-1).float().mean()) if mask is not None else W.shape[1]
     return ChainRun(losses.cpu(), drift_norm.cpu(), math.sqrt(epsilon) * noise_level * math.sqrt(d_eff), steps_run)

@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from devinterp.config import LLCSettings, ModelConfig
+from devinterp.config import LLCSettings, ModelConfig, SweepConfig
 
 
 @dataclass
@@ -25,6 +25,7 @@ class SweepData:
     llc_batches: list[Tensor]
     llc_settings: LLCSettings
     device: str = "cpu"
+    sweep: SweepConfig | None = None  # the rest of the sweep's settings (head_llc heads, token-loss probes)
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+from torch import Tensor
 
 from devinterp.metrics.base import CheckpointModels, SweepData, row
 from devinterp.metrics.heads import (
@@ -67,9 +68,56 @@ def measure_llc(models: CheckpointModels, data: SweepData) -> list[dict]:
     return rows
 
 
+def measure_head_llc(models: CheckpointModels, data: SweepData) -> list[dict]:
+    """Weight-restricted LLC of each attention head (REFERENCE.md §1.7: SGLD over that head's W_Q, W_K,
+    W_V, W_O rows/columns and biases, all else frozen), every head's chains in one batched run with
+    the sweep's frozen settings: per head one aggregate row (stderr across chains, health) and one
+    row per chain. Heads: ``sweep.head_llc_heads`` (default all)."""
+    from devinterp.llc import estimate_restricted_llcs, head_masks, parse_head
+
+    labels = data.sweep.head_llc_heads if data.sweep is not None else None
+    heads = None if labels is None else [parse_head(label) for label in labels]
+    results = estimate_restricted_llcs(models.fast, data.llc_batches, next_token_loss, head_masks(models.fast, heads),
+                                       settings=data.llc_settings)
+    rows = []
+    for (layer, head), result in results.items():
+        reason = "; ".join(result.reasons)
+        common = dict(layer=layer, head=head, healthy=bool(result.healthy), reason=reason,
+                      init_loss=result.init_loss, nbeta=result.nbeta)
+        rows.append(row("head_llc", result.llc, stderr=result.stderr, **common))
+        rows.extend(row("head_llc", value, chain=chain, **common) for chain, value in enumerate(result.chain_llcs))
+    return rows
+
+
+TOKEN_PROBE_SEED = 20240501  # fixed: the probe positions must be the same in every process and checkpoint
+
+
+def token_probe_positions(n_sequences: int, n_positions: int, n_probes: int) -> tuple[Tensor, Tensor]:
+    """A fixed random sample of ``n_probes`` distinct (sequence, position) cells of the held-out
+    per-token loss matrix Float[n_sequences, n_positions]; returns (sequence index, position index)."""
+    total = n_sequences * n_positions
+    flat = torch.randperm(total, generator=torch.Generator().manual_seed(TOKEN_PROBE_SEED))[: min(n_probes, total)]
+    flat = flat.sort().values
+    return flat // n_positions, flat % n_positions
+
+
+@torch.no_grad()
+def measure_token_loss(models: CheckpointModels, data: SweepData) -> list[dict]:
+    """Per-token held-out losses (nats) on a fixed probe sample (``sweep.token_loss_probes`` cells of
+    the held-out set), the input of essential dynamics (REFERENCE.md §2.3): one row per probe with
+    metric ``token_loss`` and an extra integer column ``token`` (the probe's index)."""
+    losses = models.heldout_losses(data.eval_batches)
+    n_probes = data.sweep.token_loss_probes if data.sweep is not None else 256
+    seq, pos = token_probe_positions(losses.shape[0], losses.shape[1], n_probes)
+    values = losses[seq, pos].tolist()
+    return [row("token_loss", v, token=i) for i, v in enumerate(values)]
+
+
 GROUPS: dict[str, Callable[[CheckpointModels, SweepData], list[dict]]] = {
     "loss": measure_loss,
     "icl_score": measure_icl,
     "heads": measure_heads,
     "llc": measure_llc,
+    "head_llc": measure_head_llc,
+    "token_loss": measure_token_loss,
 }

@@ -22,11 +22,21 @@ from devinterp.recipes.data import induction_batch
 from devinterp.recipes.schedule import checkpoint_schedule
 
 
+TRAIN_STATE_SUFFIX = ".train_state.pt"
+
+
+def train_state_path(ckpt_dir: Path, step: int) -> Path:
+    """Where the optimizer and data-stream state of checkpoint ``step`` is kept."""
+    return Path(ckpt_dir) / f"{step}{TRAIN_STATE_SUFFIX}"
+
+
 def train_induction(config: RunConfig, run_dir: str | Path, progress: bool = True) -> DirectorySource:
     """Train the recipe of ``config.recipe`` into ``run_dir/checkpoints`` and return the source.
 
     If every scheduled checkpoint is already on disk (same config hash), nothing is trained.
-    Outputs: ``checkpoints/<step>.safetensors`` and ``checkpoints/index.csv`` (step, file, train_loss).
+    Outputs: ``checkpoints/<step>.safetensors``, with ``train.save_train_state`` also
+    ``<step>.train_state.pt`` (AdamW state and the data generator's state, for :func:`resume_induction`),
+    and ``checkpoints/index.csv`` (step, file, train_loss, recipe_hash, refined).
     """
     recipe = config.recipe
     run_dir = Path(run_dir)
@@ -42,14 +52,74 @@ def train_induction(config: RunConfig, run_dir: str | Path, progress: bool = Tru
     torch.set_num_threads(config.sweep.threads)
     torch.manual_seed(recipe.train.seed)
     model = build_bridge(recipe.model, seed=recipe.train.seed, device=config.device)
-    model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.train.lr, weight_decay=recipe.train.weight_decay)
     gen = torch.Generator().manual_seed(recipe.train.seed + 1)
-    wanted = set(steps)
-    rows = []
     t0 = time.perf_counter()
-    bar = tqdm(range(recipe.train.steps + 1), desc=f"train {config.name}", unit="step", disable=not progress)
+    rows = _train_loop(config, model, opt, gen, 0, recipe.train.steps, set(steps), ckpt_dir, recipe_hash, progress)
+    _io.write_csv(index_path, pd.DataFrame(rows).assign(refined=False))
+    _io.write_json(
+        run_dir / "training.json",
+        {"recipe": recipe.name, "recipe_hash": recipe_hash, "seconds": round(time.perf_counter() - t0, 2),
+         "steps": recipe.train.steps, "n_checkpoints": len(rows), "final_train_loss": rows[-1]["train_loss"]},
+    )
+    return DirectorySource(ckpt_dir, model=recipe.model)
+
+
+def resume_induction(config: RunConfig, run_dir: str | Path, start: int, save_steps: list[int],
+                     progress: bool = True) -> list[dict]:
+    """Continue the recipe's training run from its checkpoint at step ``start`` and save checkpoints at
+    ``save_steps`` (all > ``start``); the run's weights, AdamW state and data stream are restored, so
+    the continued run is the original one (at a fixed thread count, bitwise on CPU).
+
+    Appends the new checkpoints to ``checkpoints/index.csv`` (``refined`` = True; steps already there
+    are not overwritten) and returns their index rows. Raises FileNotFoundError naming the missing file
+    when the checkpoint at ``start`` was saved without its training state.
+    """
+    from devinterp.checkpoints import load_state_dict
+
+    recipe = config.recipe
+    ckpt_dir = Path(run_dir) / "checkpoints"
+    index_path = ckpt_dir / "index.csv"
+    index = pd.read_csv(index_path)
+    if start not in set(index["step"]):
+        raise ValueError(f"{index_path}: no checkpoint at step {start} to resume from")
+    state_path = train_state_path(ckpt_dir, start)
+    if not state_path.is_file():
+        raise FileNotFoundError(f"{state_path}: the training state of step {start} was not saved "
+                                "(train.save_train_state); refine needs it to resume training")
+    save_steps = sorted(set(int(s) for s in save_steps) - set(index["step"].astype(int)))
+    if not save_steps:
+        return []
+    if save_steps[0] <= start:
+        raise ValueError(f"steps to save ({save_steps[0]}) must come after the resume step {start}")
+    state = torch.load(state_path, map_location="cpu", weights_only=True)
+    torch.set_num_threads(config.sweep.threads)
+    model = build_bridge(recipe.model, seed=recipe.train.seed, device=config.device)
+    file = index.loc[index["step"] == start, "file"].iloc[0]
+    model.load_state_dict(load_state_dict(ckpt_dir / str(file)))
+    opt = torch.optim.AdamW(model.parameters(), lr=recipe.train.lr, weight_decay=recipe.train.weight_decay)
+    opt.load_state_dict(state["optimizer"])
+    gen = torch.Generator()
+    gen.set_state(state["data_generator"])
+    rows = _train_loop(config, model, opt, gen, start, save_steps[-1], set(save_steps), ckpt_dir,
+                       _recipe_hash(config), progress)
+    rows = [r for r in rows if r["step"] in set(save_steps)]
+    merged = pd.concat([index, pd.DataFrame(rows).assign(refined=True)], ignore_index=True)
+    _io.write_csv(index_path, merged.sort_values("step").reset_index(drop=True))
+    return rows
+
+
+def _train_loop(config: RunConfig, model, opt, gen: torch.Generator, first: int, last: int, wanted: set[int],
+                ckpt_dir: Path, recipe_hash: str, progress: bool) -> list[dict]:
+    """Steps ``first``..``last``: at each, draw the batch, compute the loss, save a checkpoint if the
+    step is ``wanted`` (weights before that step's update, with the optimizer state and the data
+    generator's state *before* the batch was drawn), then update. Returns the index rows."""
+    recipe = config.recipe
+    model.train()
+    rows = []
+    bar = tqdm(range(first, last + 1), desc=f"train {config.name}", unit="step", disable=not progress)
     for step in bar:
+        gen_state = gen.get_state() if step in wanted and recipe.train.save_train_state else None
         tokens = induction_batch(recipe.train.batch_size, recipe.model.n_ctx, recipe.model.d_vocab, recipe.data, gen)
         loss = model(tokens.to(config.device), return_type="loss")
         if step in wanted:
@@ -57,20 +127,17 @@ def train_induction(config: RunConfig, run_dir: str | Path, progress: bool = Tru
                 ckpt_dir / f"{step}.safetensors", model.state_dict(), step=step, model=recipe.model,
                 extra={"train_loss": loss.item(), "recipe_hash": recipe_hash},
             )
+            if gen_state is not None:
+                state = {"step": step, "optimizer": opt.state_dict(), "data_generator": gen_state}
+                _io.atomic_write(train_state_path(ckpt_dir, step), lambda p, st=state: torch.save(st, p))
             rows.append({"step": step, "file": path.name, "train_loss": loss.item(), "recipe_hash": recipe_hash})
             bar.set_postfix(loss=f"{loss.item():.3f}")
-        if step == recipe.train.steps:
+        if step == last:
             break
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    _io.write_csv(index_path, pd.DataFrame(rows))
-    _io.write_json(
-        run_dir / "training.json",
-        {"recipe": recipe.name, "recipe_hash": recipe_hash, "seconds": round(time.perf_counter() - t0, 2),
-         "steps": recipe.train.steps, "n_checkpoints": len(rows), "final_train_loss": rows[-1]["train_loss"]},
-    )
-    return DirectorySource(ckpt_dir, model=recipe.model)
+    return rows
 
 
 def _recipe_hash(config: RunConfig) -> str:
@@ -82,9 +149,9 @@ def _recipe_hash(config: RunConfig) -> str:
 def _index_complete(index: pd.DataFrame, steps: list[int], ckpt_dir: Path, recipe_hash: str) -> bool:
     if "recipe_hash" not in index.columns or set(index["recipe_hash"].astype(str)) != {recipe_hash}:
         return False
-    if sorted(index["step"].tolist()) != steps:
+    if not set(steps) <= set(index["step"].tolist()):  # refine may have added checkpoints in between
         return False
     return all((ckpt_dir / f).is_file() for f in index["file"])
 
 
-__all__ = ["train_induction"]
+__all__ = ["resume_induction", "train_induction", "train_state_path"]

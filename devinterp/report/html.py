@@ -253,7 +253,36 @@ def stages_html(results: Results) -> str:
             return " ".join(f'<code class="head">{e(h.strip())}</code>' for h in str(val).split(","))
         return e(val)
 
-    return frame_html(rows, classes="data stages", cell=cell)
+    table = frame_html(rows, classes="data stages", cell=cell)
+    refined = refine_frame(results.manifest if isinstance(results.manifest, dict) else {})
+    if refined is not None:
+        table += ('<h3>Refined boundaries</h3><p class="muted">Checkpoints were added around these boundaries '
+                  '(<code>devinterp refine</code>); each row pairs a boundary before refinement with the nearest '
+                  f'one after it, and the widths of their intervals in steps.</p>{frame_html(refined)}')
+    return table
+
+
+def refine_frame(manifest: dict) -> pd.DataFrame | None:
+    """``manifest["refine"]`` as a table: each boundary before refinement, the nearest boundary after,
+    and both intervals with their widths (steps). None when the run was not refined."""
+    info = manifest.get("refine") if isinstance(manifest, dict) else None
+    if not isinstance(info, dict) or not info.get("before"):
+        return None
+    after = info.get("after") or []
+    rows = []
+    for b in info["before"]:
+        near = min(after, key=lambda a: abs(a["start_step"] - b["start_step"])) if after else None
+
+        def span(x):
+            lo, hi = x.get("boundary_lo"), x.get("boundary_hi")
+            return ("–", "–") if lo is None or hi is None else (f"{lo:g}–{hi:g}", f"{hi - lo:g}")
+
+        before_iv, before_w = span(b)
+        after_iv, after_w = span(near) if near else ("–", "–")
+        rows.append({"Boundary before": f"{b['start_step']:g}", "Interval before": before_iv, "Width before": before_w,
+                     "Boundary after": f"{near['start_step']:g}" if near else "–", "Interval after": after_iv,
+                     "Width after": after_w})
+    return pd.DataFrame(rows)
 
 
 def diagnostics_html(results: Results, figs: _Figures, spec: F.FigureSpec) -> str:
@@ -384,4 +413,4 @@ code.head{background:#f0ebf7;color:#5b2d8a;border-radius:4px;padding:1px 5px;mar
 footer{color:var(--muted);font-size:12px;text-align:center;margin-top:30px}
 """
 
-__all__ = ["render_report", "report_html", "checkpoint_statuses", "llc_settings", "script_json"]
+__all__ = ["render_report", "report_html", "checkpoint_statuses", "llc_settings", "refine_frame", "script_json"]

@@ -55,7 +55,7 @@ def sweep_data(config: RunConfig, source: CheckpointSource | ModelConfig) -> Swe
         s.llc_sequences, s.llc.batch_size, model.n_ctx, model.d_vocab, recipe.data, s.eval_seed + LLC_SEED_OFFSET
     )
     return SweepData(model=model, eval_batches=eval_batches, head_tokens=head_tokens, llc_batches=llc_batches,
-                     llc_settings=s.llc, device=config.device)
+                     llc_settings=s.llc, device=config.device, sweep=s)
 
 
 # --------------------------------------------------------------------------------------------
@@ -273,7 +273,10 @@ def run_sweep(
                         sweep={"executor": getattr(ex, "kind", type(ex).__name__), "measured": len(tasks),
                                "failed": len(failures)},
                         timings={"sweep_seconds": round(elapsed, 2)}, **environment())
-    table = store.read()
+        table = store.read()
+        if store.renumber({c.step: i for i, c in enumerate(source)}, table):
+            log.info("checkpoint indices renumbered: the source gained checkpoints between measured ones")
+            table = store.read()
     if strict and failures:
         raise SweepFailed(failures, table)
     return table

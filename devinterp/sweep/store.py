@@ -78,3 +78,23 @@ class MetricStore:
 
     def read(self) -> pd.DataFrame:
         return read_metrics_dir(self.folder)
+
+    def renumber(self, order: dict[int, int], table: pd.DataFrame | None = None) -> int:
+        """Make every file's ``checkpoint`` column the step's index in ``order`` ({step: index}); files
+        of steps whose index changed (checkpoints were added in between, e.g. by ``devinterp refine``)
+        are rewritten atomically. ``table``: the store's contents if already read. Returns the number of
+        files rewritten. Call under the sweep lock."""
+        table = self.read() if table is None else table
+        if table.empty:
+            return 0
+        expected = table["step"].map(order)
+        stale = sorted(set(table.loc[expected.notna() & (expected != table["checkpoint"]), "step"].astype(int)))
+        rewritten = 0
+        for step in stale:
+            for path in sorted(self.folder.glob(f"{step:08d}__*.parquet")):
+                df = pd.read_parquet(path)
+                df["checkpoint"] = order[step]
+                df = normalize_metrics(df)
+                _io.atomic_write(path, lambda tmp, df=df: df.to_parquet(tmp, index=False))
+                rewritten += 1
+        return rewritten

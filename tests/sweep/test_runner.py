@@ -238,3 +238,52 @@ def test_sweep_of_hugging_face_revisions_equals_the_directory_sweep(tiny_run, ch
     from devinterp.manifest import read_manifest
 
     assert read_manifest(tmp_path / "b" / "tiny")["source"]["repo_id"] == "me/tiny"
+
+
+def test_head_llc_and_token_loss_groups(tiny_run, tmp_path):
+    """head_llc: one aggregate row per chosen head (+ per-chain rows) whose value is the mean of its
+    chains; token_loss: the same fixed probes at every checkpoint, each a real held-out token loss."""
+    import numpy as np
+
+    from devinterp.metrics.groups import token_probe_positions
+
+    config, out = tiny_run
+    shutil.copytree(out / "tiny" / "checkpoints", tmp_path / "ck")
+    sweep_cfg = config.sweep.model_copy(update={"metrics": ["loss", "head_llc", "token_loss"],
+                                                "head_llc_heads": ["L0H1", "L1H0"], "token_loss_probes": 40})
+    config = config.model_copy(update={"checkpoints": tmp_path / "ck", "sweep": sweep_cfg})
+    table = sweep(checkpoint_source(config, tmp_path), config, tmp_path, progress=False)
+    n_ckpt = table["step"].nunique()
+    head = table[table["metric"] == "head_llc"]
+    agg = head[head["chain"].isna()]
+    assert sorted(set(zip(agg["layer"], agg["head"]))) == [(0, 1), (1, 0)]
+    assert len(agg) == 2 * n_ckpt and len(head) == 2 * n_ckpt * (1 + config.sweep.llc.chains)
+    chains = head[head["chain"].notna()].groupby(["step", "layer", "head"])["value"].mean()
+    merged = agg.set_index(["step", "layer", "head"])["value"]
+    np.testing.assert_allclose(merged.sort_index().to_numpy(), chains.sort_index().to_numpy(), rtol=1e-9)
+    assert agg["stderr"].notna().all()
+
+    tok = table[table["metric"] == "token_loss"]
+    assert len(tok) == 40 * n_ckpt
+    assert sorted(tok["token"].astype(int).unique()) == list(range(40))
+    # the mean over all held-out tokens is the loss row; the probes are a sample of those tokens
+    assert (tok["value"] > 0).all()
+    seq, pos = token_probe_positions(32, config.recipe.model.n_ctx - 1, 40)
+    assert len(set(zip(seq.tolist(), pos.tolist()))) == 40
+    # second implementation: the TransformerLens bridge's own log-probabilities at the probed cells
+    import torch
+
+    from devinterp.models.attn_only import build_bridge
+    from devinterp.sweep.runner import sweep_data
+
+    source = DirectorySource(tmp_path / "ck")
+    ckpt = list(source)[-1]
+    data = sweep_data(config, source)
+    bridge = build_bridge(data.model)
+    bridge.load_state_dict(source.load(ckpt))
+    tokens = torch.cat(data.eval_batches)
+    with torch.no_grad():
+        logp = torch.log_softmax(bridge(tokens).float(), dim=-1)
+    expected = -logp[seq, pos, tokens[seq, pos + 1]]
+    got = tok[tok["step"] == ckpt.step].sort_values("token")["value"].to_numpy()
+    np.testing.assert_allclose(got, expected.numpy(), rtol=1e-4, atol=1e-5)

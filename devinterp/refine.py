@@ -1,0 +1,148 @@
+"""Adaptive checkpoint densification: ``devinterp refine out/<run>``.
+
+A boundary can only be placed as finely as the checkpoints around it allow. For each stage
+boundary (or the ones asked for), :func:`refine` takes the window between the checkpoint before
+its interval (``boundary_lo``) and the checkpoint after it (``boundary_hi``), resumes the recipe's
+training from the window's first checkpoint (weights, AdamW state and data stream restored, so it
+is the same run) and saves ``points`` evenly spaced new checkpoints inside the window; then it
+measures only the new checkpoints (same frozen SGLD settings, same data and random streams: the
+sweep's common random numbers) and detects stages again.
+
+Writes: the new checkpoints (``refined`` = True in ``checkpoints/index.csv``), their metrics,
+``stages.csv`` (refined), ``stages_before_refine.csv`` (the stages before the first refinement),
+``manifest.json["refine"]`` (windows, new steps, each boundary's interval before and after) and
+``report.html``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from devinterp import _io
+from devinterp.manifest import update_manifest
+
+log = logging.getLogger("devinterp.refine")
+
+
+class RefineError(RuntimeError):
+    """The run cannot be refined (no stages yet, no training state, a boundary not found)."""
+
+
+def refine_windows(stages: pd.DataFrame, steps: list[int], boundaries: list[int] | None = None
+                   ) -> list[tuple[int, int]]:
+    """The step windows to densify: for each chosen boundary (every stage start after the first, or
+    those nearest to ``boundaries``), from the last checkpoint before its interval's low end to the
+    first checkpoint after its high end (the boundary itself when the interval is missing).
+    Overlapping windows are merged; windows with no room for a new step are dropped."""
+    steps = sorted(int(s) for s in steps)
+    rows = stages[stages["stage"] > 1]
+    if boundaries:
+        starts = rows["start_step"].to_numpy(float)
+        if len(starts) == 0:
+            raise RefineError("the run has a single stage: there is no boundary to refine")
+        picked = sorted({int(np.argmin(np.abs(starts - b))) for b in boundaries})
+        rows = rows.iloc[picked]
+    windows = []
+    for r in rows.itertuples():
+        lo = r.boundary_lo if pd.notna(getattr(r, "boundary_lo", np.nan)) else r.start_step
+        hi = r.boundary_hi if pd.notna(getattr(r, "boundary_hi", np.nan)) else r.start_step
+        before = [s for s in steps if s < min(lo, r.start_step)]
+        after = [s for s in steps if s > max(hi, r.start_step)]
+        a = before[-1] if before else steps[0]
+        b = after[0] if after else steps[-1]
+        if b - a >= 2:
+            windows.append((a, b))
+    merged: list[tuple[int, int]] = []
+    for a, b in sorted(windows):
+        if merged and a <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(b, merged[-1][1]))
+        else:
+            merged.append((a, b))
+    return merged
+
+
+def new_steps_in(window: tuple[int, int], points: int, existing: set[int]) -> list[int]:
+    """``points`` evenly spaced integer steps strictly inside ``window``, minus steps already saved."""
+    a, b = window
+    grid = np.unique(np.round(np.linspace(a, b, points + 2)[1:-1]).astype(int))
+    return [int(s) for s in grid if a < s < b and int(s) not in existing]
+
+
+def _intervals(stages: pd.DataFrame) -> list[dict]:
+    cols = ["stage", "start_step", "boundary_lo", "boundary_hi", "confidence", "type"]
+    out = stages[stages["stage"] > 1][[c for c in cols if c in stages.columns]]
+    return [{k: (None if pd.isna(v) else (v.item() if hasattr(v, "item") else v)) for k, v in row.items()}
+            for row in out.to_dict("records")]
+
+
+def refine(run_dir: str | Path, *, boundaries: list[int] | None = None, points: int = 8,
+           progress: bool = True) -> pd.DataFrame:
+    """Densify the checkpoints around the run's stage boundaries, measure them and re-detect.
+
+    run_dir:    a run folder made by ``devinterp run`` with a recipe (its checkpoints carry training
+                state: ``train.save_train_state``, the default) and a ``stages.csv``.
+    boundaries: steps near the boundaries to refine (default: every boundary).
+    points:     new checkpoints per window (evenly spaced in steps).
+
+    Returns the refined stages table (also written to ``stages.csv``). Raises :class:`RefineError`
+    when the run has no stages yet, was not trained by a recipe, or its training state is missing.
+    """
+    from devinterp.api import detect, render_report
+    from devinterp.checkpoints import DirectorySource
+    from devinterp.config import load_config
+    from devinterp.recipes.induction import resume_induction, train_state_path
+    from devinterp.results import load_results
+    from devinterp.sweep import run_sweep
+
+    run_dir = Path(run_dir)
+    if points < 1:
+        raise ValueError(f"points must be at least 1, got {points}")
+    config_path, stages_path = run_dir / "config.yaml", run_dir / "stages.csv"
+    for path, what in ((config_path, "run `devinterp run CONFIG` first"), (stages_path, "run `devinterp detect` first")):
+        if not path.is_file():
+            raise RefineError(f"{path}: missing; {what}")
+    config = load_config(config_path)
+    if config.checkpoints is not None or config.source is not None:
+        raise RefineError(f"{config_path}: refine retrains the recipe, but this run reads checkpoints from "
+                          f"{config.checkpoints or config.source.kind}; it can only refine a recipe's own run")
+    ckpt_dir = run_dir / "checkpoints"
+    source = DirectorySource(ckpt_dir, model=config.recipe.model)
+    stages = pd.read_csv(stages_path)
+    windows = refine_windows(stages, source.steps, boundaries)
+    if not windows:
+        log.info("no boundary window has room for new checkpoints; nothing to refine")
+        return stages
+    before_path = run_dir / "stages_before_refine.csv"
+    if not before_path.is_file():
+        _io.write_csv(before_path, stages)
+    t0 = time.perf_counter()
+    existing = set(source.steps)
+    added: list[int] = []
+    for a, b in windows:
+        wanted = new_steps_in((a, b), points, existing)
+        if not wanted:
+            continue
+        if not train_state_path(ckpt_dir, a).is_file():
+            raise RefineError(f"{train_state_path(ckpt_dir, a)}: missing; the run was trained without "
+                              "train.save_train_state, so training cannot resume at step {a}")
+        log.info("refining %d..%d with %d new checkpoints", a, b, len(wanted))
+        rows = resume_induction(config, run_dir, a, wanted, progress=progress)
+        added += [r["step"] for r in rows]
+        existing |= set(wanted)
+    train_seconds = time.perf_counter() - t0
+    run_sweep(DirectorySource(ckpt_dir, model=config.recipe.model), config, run_dir, progress=progress)
+    refined = detect(run_dir, config)
+    update_manifest(run_dir, refine={
+        "windows": [list(w) for w in windows], "new_steps": sorted(added), "points": points,
+        "train_seconds": round(train_seconds, 2), "seconds": round(time.perf_counter() - t0, 2),
+        "before": _intervals(pd.read_csv(before_path)), "after": _intervals(refined)})
+    render_report(load_results(run_dir), run_dir / "report.html", config)
+    return refined
+
+
+__all__ = ["RefineError", "new_steps_in", "refine", "refine_windows"]
