@@ -32,9 +32,10 @@ def run_dir_for(config: RunConfig, out: str | Path = "out") -> Path:
 
 def measurement_hash(config: RunConfig) -> str:
     """Hash of the settings that determine the metrics: run name, checkpoints or source, recipe and
-    sweep. Where they run (device, executor), strictness, detection and report settings may change
-    freely between reruns, and so may the fields other sections gain."""
-    sweep = config.sweep.model_dump(mode="json", exclude={"executor", "strict"})
+    sweep. Where they run (device, executor), strictness, the list of metric groups (adding one
+    measures only it; each group's values do not depend on the others), detection and report
+    settings may change freely between reruns, and so may the fields other sections gain."""
+    sweep = config.sweep.model_dump(mode="json", exclude={"executor", "strict", "metrics"})
     parts = {"name": config.name, "checkpoints": None if config.checkpoints is None else str(config.checkpoints),
              "source": None if config.source is None else config.source.model_dump(mode="json"),
              "recipe": config.recipe.model_dump(mode="json"), "sweep": sweep}
@@ -73,12 +74,12 @@ def prepare_run_dir(config: RunConfig, out: str | Path = "out", force_new: bool 
 
 
 def train(config: RunConfig, out: str | Path = "out", progress: bool = True, force_new: bool = False) -> DirectorySource:
-    """Train the config's recipe into ``out/<name>/checkpoints`` (skipped when already complete)."""
-    from devinterp.recipes import train_induction
+    """Train the config's recipe (``recipe.name``) into ``out/<name>/checkpoints`` (skipped when already complete)."""
+    from devinterp.recipes.registry import train_recipe
 
     run_dir = prepare_run_dir(config, out, force_new=force_new)
     t0 = time.perf_counter()
-    source = train_induction(config, run_dir, progress=progress)
+    source = train_recipe(config, run_dir, progress=progress)
     update_manifest(run_dir, timings={"train_seconds": round(time.perf_counter() - t0, 2)})
     return source
 

@@ -287,3 +287,17 @@ def test_head_llc_and_token_loss_groups(tiny_run, tmp_path):
     expected = -logp[seq, pos, tokens[seq, pos + 1]]
     got = tok[tok["step"] == ckpt.step].sort_values("token")["value"].to_numpy()
     np.testing.assert_allclose(got, expected.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_adding_a_metric_group_to_a_finished_run_measures_only_that_group(tiny_run, cheap, tmp_path):
+    _, out = tiny_run
+    shutil.copytree(out / "tiny" / "checkpoints", tmp_path / "ck")
+    loss_only = cheap.model_copy(update={"checkpoints": tmp_path / "ck",
+                                         "sweep": cheap.sweep.model_copy(update={"metrics": ["loss"]})})
+    sweep(checkpoint_source(loss_only, tmp_path), loss_only, tmp_path, progress=False)
+    files = sorted((tmp_path / "tiny" / "metrics").glob("*.parquet"))
+    mtimes = {f: f.stat().st_mtime_ns for f in files}
+    more = loss_only.model_copy(update={"sweep": loss_only.sweep.model_copy(update={"metrics": ["loss", "token_loss"]})})
+    table = sweep(checkpoint_source(more, tmp_path), more, tmp_path, progress=False)  # same folder: not refused
+    assert set(table["metric"]) == {"loss", "token_loss"}
+    assert all(f.stat().st_mtime_ns == m for f, m in mtimes.items())
