@@ -257,31 +257,40 @@ def stages_html(results: Results) -> str:
     refined = refine_frame(results.manifest if isinstance(results.manifest, dict) else {})
     if refined is not None:
         table += ('<h3>Refined boundaries</h3><p class="muted">Checkpoints were added around these boundaries '
-                  '(<code>devinterp refine</code>); each row pairs a boundary before refinement with the nearest '
-                  f'one after it, and the widths of their intervals in steps.</p>{frame_html(refined)}')
+                  '(<code>devinterp refine</code>): each row is one densified window, with the boundaries found in it '
+                  'before and after and the widest of their intervals, in steps. Boundaries elsewhere may move '
+                  f'too, since detection reruns on the whole run.</p>{frame_html(refined)}')
     return table
 
 
 def refine_frame(manifest: dict) -> pd.DataFrame | None:
-    """``manifest["refine"]`` as a table: each boundary before refinement, the nearest boundary after,
-    and both intervals with their widths (steps). None when the run was not refined."""
+    """``manifest["refine"]`` as a table: for each refined window (steps a..b), the boundaries in it
+    before refinement and after, with their intervals and widths (steps). None when the run was not
+    refined."""
     info = manifest.get("refine") if isinstance(manifest, dict) else None
-    if not isinstance(info, dict) or not info.get("before"):
+    if not isinstance(info, dict) or not info.get("windows"):
         return None
-    after = info.get("after") or []
-    rows = []
-    for b in info["before"]:
-        near = min(after, key=lambda a: abs(a["start_step"] - b["start_step"])) if after else None
 
-        def span(x):
+    def listed(items, a, b):
+        inside = [x for x in items or [] if a <= x["start_step"] <= b]
+        if not inside:
+            return "none", "–"
+        spans = []
+        for x in inside:
             lo, hi = x.get("boundary_lo"), x.get("boundary_hi")
-            return ("–", "–") if lo is None or hi is None else (f"{lo:g}–{hi:g}", f"{hi - lo:g}")
+            spans.append(f"{x['start_step']:g}" + ("" if lo is None or hi is None else f" [{lo:g}–{hi:g}]"))
+        widths = [x["boundary_hi"] - x["boundary_lo"] for x in inside
+                  if x.get("boundary_lo") is not None and x.get("boundary_hi") is not None]
+        return ", ".join(spans), (f"{max(widths):g}" if widths else "–")
 
-        before_iv, before_w = span(b)
-        after_iv, after_w = span(near) if near else ("–", "–")
-        rows.append({"Boundary before": f"{b['start_step']:g}", "Interval before": before_iv, "Width before": before_w,
-                     "Boundary after": f"{near['start_step']:g}" if near else "–", "Interval after": after_iv,
-                     "Width after": after_w})
+    rows = []
+    for a, b in info["windows"]:
+        new = [s for s in info.get("new_steps", []) if a < s < b]
+        before, w_before = listed(info.get("before"), a, b)
+        after, w_after = listed(info.get("after"), a, b)
+        rows.append({"Window (steps)": f"{a:g}–{b:g}", "New checkpoints": len(new),
+                     "Boundary before [interval]": before, "Width before": w_before,
+                     "Boundary after [interval]": after, "Width after": w_after})
     return pd.DataFrame(rows)
 
 
@@ -329,6 +338,12 @@ def report_html(results: Results, *, title: str | None = None, step_axis: str = 
         ("diagnostics", "SGLD diagnostics", diagnostics_html(results, figs, specs["diagnostics"]),
          "Per-chain LLC estimates around their mean, and the health of every estimate with diagnostics."),
     ]
+    if "essential-dynamics" in specs:
+        sections.append(("essential-dynamics", "Essential dynamics", figs.build("essential-dynamics",
+                                                                            specs["essential-dynamics"].make),
+                         "PCA of the per-token held-out losses on a fixed probe set across checkpoints "
+                         "(REFERENCE.md §2.3): where the smoothed trajectory turns sharply (stars), development "
+                         "changes course; compare with the LLC's stage boundaries (dashed)."))
     nav = "".join(f'<a href="#{a}">{e(t)}</a>' for a, t, _, _ in sections)
     body = "".join(_section(a, t, b, intro) for a, t, b, intro in sections)
     return (

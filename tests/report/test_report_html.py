@@ -160,3 +160,19 @@ def test_title_and_step_axis_options(tmp_path, hoogland):
     with pytest.raises(ValueError, match="step_axis"):
         render_report(hoogland, tmp_path / "bad.html", step_axis="sqrt")
     assert not (tmp_path / "bad.html").exists()
+
+
+def test_refine_table_pairs_each_window_with_its_boundaries_before_and_after():
+    from devinterp.report.html import refine_frame
+
+    assert refine_frame({}) is None
+    info = {"windows": [[925, 1150]], "new_steps": [950, 975, 1025],
+            "before": [{"start_step": 1075, "boundary_lo": 1000, "boundary_hi": 1075},
+                       {"start_step": 1600, "boundary_lo": 1600, "boundary_hi": 1600}],
+            "after": [{"start_step": 975, "boundary_lo": 950, "boundary_hi": 975}]}
+    frame = refine_frame({"refine": info})
+    assert len(frame) == 1  # the boundary at 1600 lies outside every refined window
+    row = frame.iloc[0]
+    assert row["New checkpoints"] == 3
+    assert row["Boundary before [interval]"] == "1075 [1000–1075]" and row["Width before"] == "75"
+    assert row["Boundary after [interval]"] == "975 [950–975]" and row["Width after"] == "25"
