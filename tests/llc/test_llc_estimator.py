@@ -195,7 +195,7 @@ def test_restricted_llcs_in_one_batched_run_equal_separate_estimates():
     settings = dict(chains=2, burnin=3, draws=6, batch_size=8, epsilon=1e-4, gamma=100.0)
     heads = [(0, 0), (1, 1)]
     masks = head_masks(model, heads)
-    together = estimate_restricted_llcs(model, batches, next_token_loss, masks, **settings)
+    together = estimate_restricted_llcs(model, batches, next_token_loss, masks, subsets_per_run=2, **settings)
     assert list(together) == heads
     for key in heads:
         alone = estimate_llc(model, batches, next_token_loss, param_mask=masks[key], **settings)
@@ -204,3 +204,6 @@ def test_restricted_llcs_in_one_batched_run_equal_separate_estimates():
     # different heads really are different subsets: their traces differ
     assert not np.allclose(together[heads[0]].loss_trace, together[heads[1]].loss_trace)
     assert set(head_masks(model)) == {(layer, head) for layer in range(2) for head in range(2)}
+    one_at_a_time = estimate_restricted_llcs(model, batches, next_token_loss, masks, **settings)  # CPU default
+    for key in heads:
+        np.testing.assert_allclose(one_at_a_time[key].chain_llcs, together[key].chain_llcs, rtol=1e-4, atol=1e-4)
