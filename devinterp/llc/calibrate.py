@@ -5,7 +5,12 @@ Rule (REFERENCE.md §1.5):
 1. nbeta is kept as given (``settings.nbeta``, default n/log n): it is part of what is measured.
 2. gamma is searched from small to large over ``gammas`` (default delta * sqrt(nbeta) for delta in
    0.03, 0.1, 0.25): "Measured here", gamma biases the LLC downward through delta = gamma/sqrt(nbeta),
-   so the smallest gamma that works is taken and delta above ``max_delta`` (0.25) is never tried.
+   so the smallest gamma that works is taken and delta above ``max_delta`` (0.25) is not tried at
+   first. Real transformers often need far stronger localization (the papers: delta ~ 18 for the
+   language model, ~ 0.8 for ICL regression; the quickstart: ~ 32), so when nothing passes, the
+   default grid goes on with ``fallback_deltas`` (1, 3, 10, 30, 100): the values are then biased
+   low in absolute terms and the choice says so, but they stay comparable across the checkpoints
+   of a sweep, which share the frozen settings.
 3. For each gamma, epsilon is scanned from large to small over ``epsilons``; the first (= largest)
    epsilon whose chains pass the sampler checks at **every** probed model is chosen. Sampler checks =
    every diagnostic except ``negative``: a negative LLC says w* is not a minimum (an early
@@ -46,6 +51,7 @@ DEFAULT_EPSILONS = tuple(10 ** (-k / 4) for k in range(4, 29))  # 1e-1 ... 1e-7,
 # A grid finer than sqrt(10) matters: the largest epsilon under the drift-ratio bound can sit just
 # below a coarse grid point, and the next point down then mixes ~3x slower (too slow for R-hat).
 DEFAULT_DELTAS = (0.03, 0.1, 0.25)
+FALLBACK_DELTAS = (1.0, 3.0, 10.0, 30.0, 100.0)
 
 
 class CalibrationError(RuntimeError):
@@ -89,6 +95,7 @@ def calibrate_llc(
     epsilons: Sequence[float] | None = None,
     gammas: Sequence[float] | None = None,
     max_delta: float = 0.25,
+    fallback_deltas: Sequence[float] | None = FALLBACK_DELTAS,
     max_drift_ratio: float = 0.1,
     safety: float = 1.0,
     screen_steps: int = 200,
@@ -107,6 +114,8 @@ def calibrate_llc(
     epsilons:  candidate step sizes (scanned largest first); default 1e-1 ... 1e-7, factor 10**0.25.
     gammas:    candidate localizations (tried smallest first); default delta*sqrt(nbeta), delta in
                (0.03, 0.1, 0.25). Candidates with gamma/sqrt(nbeta) > max_delta are dropped.
+    fallback_deltas: with the default gammas only, the deltas tried (smallest first) when nothing on
+               the first grid passes (see rule 2); None or () = none.
     max_drift_ratio: largest allowed mean drift/noise step ratio (see rule 3).
     safety:    divide the chosen epsilon by this (>= 1).
     screen_steps: length of the cheap screening run (0 = no screening).
@@ -129,8 +138,11 @@ def calibrate_llc(
     gamma_grid = [g for g in gamma_grid if g / math.sqrt(nbeta) <= max_delta + 1e-12]
     if not gamma_grid:
         raise ValueError(f"no gamma with gamma/sqrt(nbeta) <= max_delta={max_delta} (nbeta={nbeta:.4g}); got {gammas}")
+    strict_gammas = len(gamma_grid)
+    if gammas is None and fallback_deltas:
+        gamma_grid += [d * math.sqrt(nbeta) for d in sorted(fallback_deltas) if d > max_delta]
 
-    for gamma in gamma_grid:
+    for g_index, gamma in enumerate(gamma_grid):
         for eps in eps_grid:
             if screen_steps > 0:
                 half = max(screen_steps // 2, 1)
@@ -183,10 +195,13 @@ def calibrate_llc(
                     f" gamma={gamma:.4g} (smallest passing; delta=gamma/sqrt(nbeta)={gamma / math.sqrt(nbeta):.3g}),"
                     f" nbeta={nbeta:.4g}"
                 )
+                if g_index >= strict_gammas:
+                    out._choice += (f"; no gamma with delta <= {max_delta:g} passed, so this stronger localization "
+                                    "biases the absolute LLC low: compare values across checkpoints, not with theory")
                 return out
     raise CalibrationError(
         f"no (epsilon, gamma) on the grid passed the sampler checks at all {len(models)} models "
         f"(epsilons {eps_grid[0]:.3g}..{eps_grid[-1]:.3g}, gammas {[round(g, 4) for g in gamma_grid]}); "
-        "try more burnin/draws, smaller epsilons or a larger max_delta; see .table for the reasons",
+        "try more burnin/draws, smaller epsilons or larger gammas; see .table for the reasons",
         table,
     )

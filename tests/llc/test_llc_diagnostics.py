@@ -70,3 +70,25 @@ def test_not_a_minimum_is_flagged():
     r = estimate_llc(model, data, half_mse, chains=3, burnin=50, draws=100, batch_size=1000, epsilon=1e-3, gamma=1.0)
     assert not r.healthy
     assert "negative" in {x.split(":")[0] for x in r.reasons}
+
+
+def test_calibration_falls_back_to_stronger_localization_and_says_so():
+    """K = w1^2 - w2^4 at w* = 0: along w2 the tempered density exp(nbeta w2^4 - gamma w2^2 / 2) has a
+    barrier of height gamma^2 / (16 nbeta) only, so weak localization (delta <= 0.25, gamma <= 3 at
+    nbeta 144.8: barrier < 0.004) lets the chains run away, and only the fallback grid (delta >= 1)
+    can hold them. Without the fallback, calibration must fail and say what it tried."""
+    import math
+
+    from devinterp.llc import CalibrationError, calibrate_llc
+    from llc_analytic_models import Potential
+
+    def loss(model, batch):
+        return model.w[0] ** 2 - model.w[1] ** 4
+
+    kw = dict(n=1000, chains=4, burnin=100, draws=300, batch_size=1, init_loss_batches=1,
+              epsilons=[1e-2, 1e-3, 3e-4, 1e-4, 1e-5])
+    chosen = calibrate_llc(Potential(2), [None], loss, **kw)
+    assert chosen.gamma / math.sqrt(1000 / math.log(1000)) > 0.25  # nbeta = n / log n
+    assert "biases the absolute LLC low" in chosen.choice
+    with pytest.raises(CalibrationError, match="gammas"):
+        calibrate_llc(Potential(2), [None], loss, fallback_deltas=(), **kw)
