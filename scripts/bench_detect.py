@@ -4,19 +4,26 @@ Prints boundary precision / recall / F1 within ±tolerance checkpoints, type acc
 stage containing each planted stage's middle checkpoint has the planted type), the share of
 stages whose planted head is named, and false stages per null sweep (no planted stage).
 
-    .venv/bin/python scripts/bench_detect.py --sweeps 60 --nulls 40 --method critical
+    .venv/bin/python scripts/bench_detect.py --sweeps 60 --nulls 40 --seed 0   # and --seed 1, 2
+
+The work is many small matrix products, so BLAS threads only fight each other (and other
+processes on a shared box): the script asks for one thread unless OMP_NUM_THREADS is set.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 import warnings
 
-import numpy as np
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
-from devinterp.transitions import detect_stages
-from devinterp.transitions.synthetic import planted_sweep
+import numpy as np  # noqa: E402  (after the thread settings)
+
+from devinterp.transitions import detect_stages  # noqa: E402
+from devinterp.transitions.synthetic import planted_sweep  # noqa: E402
 
 
 def match(true: list[int], found: list[int], tol: int) -> int:

@@ -700,6 +700,72 @@ class FigureSpec(NamedTuple):
     make: Callable[[], go.Figure]
 
 
+def essential_dynamics_figure(metrics: pd.DataFrame, stages: pd.DataFrame | None = None, *,
+                              title: str | None = None, n_components: int = 3) -> go.Figure:
+    """Essential dynamics (REFERENCE.md §2.3) of the per-token losses (``token_loss`` rows): left, the
+    trajectory of the checkpoints in the plane of PC1 and PC2 (markers: raw scores coloured by stage
+    type; line: the smoothed trajectory; stars: turning points, labelled with their step); right, each
+    smoothed PC against the training step with the stage boundaries dashed. Raises MissingData when
+    the table has no ``token_loss`` rows or too few checkpoints."""
+    from plotly.subplots import make_subplots
+
+    from devinterp.transitions.essential_dynamics import ed_from_metrics
+
+    _require(metrics)
+    try:
+        ed = ed_from_metrics(metrics, n_components=n_components)
+    except ValueError as err:
+        raise MissingData(f"essential dynamics: {err}") from None
+    if ed is None:
+        raise MissingData("the metrics table has no token_loss rows (add token_loss to sweep.metrics)")
+    k = ed.scores.shape[1]
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.45, 0.55], horizontal_spacing=0.09,
+                        subplot_titles=("trajectory, PC1 × PC2", "smoothed PCs over training"))
+    st = _stages(stages)
+    colours = []
+    for step in ed.steps:
+        inside = st[(st["start_step"] <= step) & (step <= st["end_step"])] if len(st) else st
+        colours.append(STAGE_COLORS.get(_stage_type(inside["type"].iloc[0]), UNCHECKED_COLOR) if len(inside)
+                       else UNCHECKED_COLOR)
+    y_raw = ed.scores[:, 1] if k > 1 else np.zeros(len(ed.steps))
+    y_smooth = ed.smoothed[:, 1] if k > 1 else np.zeros(len(ed.steps))
+    fig.add_trace(go.Scatter(x=ed.scores[:, 0], y=y_raw, mode="markers", name="checkpoints",
+                             marker={"color": colours, "size": 7, "line": {"width": 0.5, "color": "white"}},
+                             customdata=ed.steps, hovertemplate="step %{customdata}<extra></extra>"), row=1, col=1)
+    fig.add_trace(go.Scatter(x=ed.smoothed[:, 0], y=y_smooth, mode="lines", name="smoothed",
+                             line={"color": "#444", "width": 1.5}, hoverinfo="skip"), row=1, col=1)
+    if ed.turning_points:
+        idx = [t.index for t in ed.turning_points]
+        fig.add_trace(go.Scatter(
+            x=ed.smoothed[idx, 0], y=y_smooth[idx], mode="markers+text", name="turning points",
+            marker={"symbol": "star", "size": 13, "color": "#7A3FB0"}, text=[f"{t.step:,}" for t in ed.turning_points],
+            textposition="top center", customdata=[np.degrees(t.angle) for t in ed.turning_points],
+            hovertemplate="turning point at step %{text}<br>angle %{customdata:.0f}°<extra></extra>"), row=1, col=1)
+    steps = ed.steps.astype(float)
+    floor = step_floor(steps)
+    x = np.where(steps > 0, steps, floor / 2) if floor else steps
+    for i in range(k):
+        share = ed.explained_variance_ratio[i]
+        fig.add_trace(go.Scatter(x=x, y=ed.smoothed[:, i], mode="lines", name=f"PC{i + 1} ({share:.0%})",
+                                 line={"color": HEAD_COLORS[i % len(HEAD_COLORS)]}, customdata=ed.steps,
+                                 hovertemplate=f"PC{i + 1}" + " %{y:.3g} at step %{customdata}<extra></extra>"),
+                      row=1, col=2)
+    for t in ed.turning_points:
+        fig.add_vline(x=max(t.step, floor / 2 if floor else t.step), line={"color": "#7A3FB0", "width": 1},
+                      row=1, col=2)
+    _base_layout(fig, title if title is not None else "Essential dynamics of the per-token losses", 470)
+    fig.update_layout(legend={"orientation": "h", "yanchor": "top", "y": -0.18, "x": 0, "xanchor": "left"},
+                      margin={"t": 90, "b": 110})
+    fig.update_xaxes(title_text="PC1", row=1, col=1)
+    fig.update_yaxes(title_text="PC2", row=1, col=1)
+    log_x = use_log_steps(steps)
+    fig.update_xaxes(title_text="training step", type="log" if log_x else "linear", row=1, col=2)
+    for row in st.iloc[1:].itertuples() if len(st) else []:
+        fig.add_vline(x=max(float(row.start_step), floor / 2 if floor else 0.0),
+                      line={"color": "#999", "width": 1, "dash": "dash"}, row=1, col=2)
+    return fig
+
+
 def file_stem(text: str) -> str:
     """``text`` made safe as a file name: anything but letters, digits, ``_ . -`` becomes ``_``."""
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(text)).strip("._")
@@ -727,6 +793,9 @@ def report_figures(metrics: pd.DataFrame, stages: pd.DataFrame | None = None, *,
     else:
         specs.append(FigureSpec("explorer", "explorer", lambda: head_explorer_figure(metrics, stages, **ax)))
     specs.append(FigureSpec("diagnostics", "diagnostics", lambda: diagnostics_figure(metrics, stages, **ax)))
+    if "metric" in metrics.columns and (metrics["metric"] == "token_loss").any():
+        specs.append(FigureSpec("essential-dynamics", "essential-dynamics",
+                                lambda: essential_dynamics_figure(metrics, stages)))
     return specs
 
 
@@ -752,5 +821,6 @@ __all__ = [
     "head_wide", "stage_heads", "add_stage_bands", "add_step_axis_toggle", "overview_figure",
     "head_heatmap_figure", "default_heads", "head_explorer_figure", "stage_rows", "stages_table_figure",
     "calibration_frame", "health_table", "diagnostics_figure", "calibration_table_figure", "FigureSpec",
+    "essential_dynamics_figure",
     "report_figures", "static_figure", "file_stem",
 ]

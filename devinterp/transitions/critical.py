@@ -21,6 +21,14 @@ smoother and its posterior covariance on a grid:
    dense; halving is the scale-free reading of "dips to about zero" used here.)
 4. a gap wider than the smoother's resolution (2 length scales), holding enough checkpoints and
    with no significant level change across it, is a flat stage ('-'): boundaries at its edges.
+5. every boundary carries the window that brackets it — from the steepest point (inflection of the
+   level) of the stage before to that of the stage after — and the sign of the slope around it;
+   localize.py refits its position on the data of that window. With ``tentative=True`` the cases
+   the slope alone cannot settle are passed on for the data to decide (``Boundary.tentative``):
+   the dips of step 3b that fail the slope test (a long shallow stage next to a short steep one
+   leaves the shallow one's slope insignificant at every point), and a gap at either end of the
+   data too short for step 4 (a short flat first or last stage, or a plateau before a shallow
+   last stage).
 
 The smoother may work on another axis than log step (DetectConfig.axis 'auto'). Signs, zero
 crossings and significance are the same on any increasing axis, but *where the slope is lowest*
@@ -66,11 +74,20 @@ class SlopeProfile:
 @dataclass
 class Boundary:
     """A detected boundary: position ``x`` on the axis, its kind ('peak', 'trough', 'plateau',
-    'flat_start', 'flat_end'), and its strength (a z-score; larger = clearer)."""
+    'flat_start', 'flat_end'), and its strength (a z-score; larger = clearer). ``lo``, ``hi``: the
+    window (on the axis) that brackets it, from the slope extremum (inflection of the level) of the
+    stage before to that of the stage after — or, for the edge of a flat stage, the flat side's
+    share of the flat stretch; ``shape``: 'two_sided', or 'flat_after' / 'flat_before' when the
+    level is flat after / before it (what localize.py refits the position with)."""
 
     x: float
     kind: str
     strength: float
+    lo: float | None = None
+    hi: float | None = None
+    shape: str = "two_sided"
+    tentative: str = ""  # tests left to the data around it (localize.py): 'flat', 'plateau', 'flat|plateau'
+    sign: int = 0  # sign of the slope of the stage before it
 
 
 def critical_z(span: float, length: float, alpha: float) -> float:
@@ -131,17 +148,21 @@ def _zero_crossing(p: SlopeProfile, a: int, b: int) -> float:
     return float(p.xs[i] + t * (p.xs[i + 1] - p.xs[i]))
 
 
-def _dips_in_run(p: SlopeProfile, sign: int, a: int, b: int, z_crit: float) -> list[Boundary]:
-    """Significant dips (see 3b in the module docstring) inside the run [a, b]."""
+def _dips_in_run(p: SlopeProfile, sign: int, a: int, b: int,
+                 z_crit: float) -> tuple[list[tuple[int, float]], list[tuple[int, int, int]]]:
+    """The significant dips (see 3b in the module docstring) inside the run [a, b], as (grid index,
+    strength), and the other dips, as (grid index, flanking maximum before, after)."""
     h = sign * p.g[a:b + 1]
     if len(h) < 5:
-        return []
+        return [], []
     inner = np.arange(1, len(h) - 1)
     is_max = (h[inner] >= h[inner - 1]) & (h[inner] > h[inner + 1])
     is_min = (h[inner] <= h[inner - 1]) & (h[inner] < h[inner + 1])
     ext = sorted([(int(i), "max") for i in inner[is_max]] + [(int(i), "min") for i in inner[is_min]])
     dips = [i for k, (i, t) in enumerate(ext) if t == "min" and 0 < k < len(ext) - 1
             and ext[k - 1][1] == "max" and ext[k + 1][1] == "max"]
+    flanks = {i: (a + ext[k - 1][0], a + ext[k + 1][0]) for k, (i, t) in enumerate(ext) if i in dips}
+    candidates = list(dips)
     while dips:
         scored = []
         for k, d in enumerate(dips):
@@ -154,18 +175,26 @@ def _dips_in_run(p: SlopeProfile, sign: int, a: int, b: int, z_crit: float) -> l
             scored.append((ok, strength, k))
         bad = [t for t in scored if not t[0]]
         if not bad:
-            return [Boundary(float(p.xs[a + d]), "plateau", st) for (_, st, _), d in zip(scored, dips)]
+            break
         dips.pop(min(bad, key=lambda t: t[1])[2])
-    return []
+    accepted = [(a + d, st) for (_, st, _), d in zip(scored, dips)] if dips else []
+    rejected = [(a + d, *flanks[d]) for d in candidates if d not in dips]
+    return accepted, rejected
+
+
+def _peak_of(p: SlopeProfile, sign: int, a: int, b: int) -> int:
+    """Grid index of the steepest slope (in the run's direction) in [a, b]: the stage's inflection."""
+    return a + int(np.argmax(sign * p.g[a:b + 1]))
 
 
 def find_critical_points(profile: SlopeProfile, z_crit: float, *, min_checkpoints: int = 3,
-                         state: np.ndarray | None = None) -> list[Boundary]:
+                         state: np.ndarray | None = None, tentative: bool = False) -> list[Boundary]:
     """Boundaries of ``profile`` at threshold ``z_crit`` (see the module docstring), sorted by x.
 
     ``min_checkpoints``: fewest checkpoints a flat ('-') stage must hold. ``state``: the slope's
     sign on the grid (+1, -1, 0 = not significant) when another method decided it (the change-point
-    detector); default: thresholding |z| at ``z_crit``.
+    detector); default: thresholding |z| at ``z_crit``. ``tentative``: also return the candidates
+    of step 5 (``Boundary.tentative`` set), which the caller must test on the data.
     """
     p = profile
     q = p.in_log_step()  # plateaus: lowest slope against log step
@@ -191,26 +220,43 @@ def find_critical_points(profile: SlopeProfile, z_crit: float, *, min_checkpoint
         s0, a0, _ = runs[where]
         runs[where:where + 2] = [(s0, a0, runs[where + 1][2])]
     out: list[Boundary] = []
+    xs = p.xs
+    # plateaus inside runs, and each run's steepest point next to either end (between its dips)
+    ends = []
+    for s_, a_, b_ in runs:
+        dips, others = _dips_in_run(q, s_, a_, b_, z_crit)
+        cuts = [a_, *[d for d, _ in dips], b_]
+        for k, (d, st) in enumerate(dips):
+            lo, hi = _peak_of(q, s_, cuts[k], d), _peak_of(q, s_, d, cuts[k + 2])
+            out.append(Boundary(float(xs[d]), "plateau", st, float(xs[lo]), float(xs[hi]), sign=s_))
+        ends.append((_peak_of(q, s_, cuts[0], cuts[1]), _peak_of(q, s_, cuts[-2], cuts[-1])))
+        if tentative:  # dips the slope test cannot resolve: the data around them decide (step 5)
+            out += [Boundary(float(xs[d]), "plateau", 0.0, float(xs[lo]), float(xs[hi]), tentative="plateau", sign=s_)
+                    for d, lo, hi in others]
     first, last = runs[0], runs[-1]
-    if first[1] > 0 and _is_flat(p, 0, first[1], z_crit, min_checkpoints):
-        out.append(Boundary(float(p.xs[first[1]]), "flat_end", float(np.max(np.abs(z[first[1]:first[2] + 1])))))
+    m = len(xs) - 1
+    if first[1] > 0 and (tentative or _is_flat(p, 0, first[1], z_crit, min_checkpoints)):
+        out.append(Boundary(float(xs[first[1]]), "flat_end", float(np.max(np.abs(z[first[1]:first[2] + 1]))),
+                            float(xs[0]), float(xs[ends[0][0]]), "flat_before",
+                            "" if _is_flat(p, 0, first[1], z_crit, min_checkpoints) else "flat|plateau", first[0]))
     for k in range(len(runs) - 1):
         (s0, a0, b0), (s1, a1, b1) = runs[k], runs[k + 1]
+        lo, hi = float(xs[ends[k][1]]), float(xs[ends[k + 1][0]])
         if s0 == s1:
             d = b0 + 1 + int(np.argmin(s0 * q.g[b0 + 1:a1]))
             strength = min(_dip_strength(q, s0, (a0, b0), d), _dip_strength(q, s1, (a1, b1), d))
-            kind, where = "plateau", float(p.xs[d])
+            kind, where = "plateau", float(xs[d])
         else:
             strength = float(min(np.max(np.abs(z[a0:b0 + 1])), np.max(np.abs(z[a1:b1 + 1]))))
             kind, where = ("peak" if s0 > 0 else "trough"), _zero_crossing(p, b0, a1)
         if a1 - b0 > 1 and _is_flat(p, b0 + 1, a1 - 1, z_crit, min_checkpoints):
-            out.append(Boundary(float(p.xs[b0 + 1]), "flat_start", strength))
-            out.append(Boundary(float(p.xs[a1 - 1]), "flat_end", strength))
+            mid = 0.5 * float(xs[b0 + 1] + xs[a1 - 1])
+            out.append(Boundary(float(xs[b0 + 1]), "flat_start", strength, lo, mid, "flat_after"))
+            out.append(Boundary(float(xs[a1 - 1]), "flat_end", strength, mid, hi, "flat_before"))
         else:
-            out.append(Boundary(where, kind, strength))
-    for s_, a_, b_ in runs:
-        out.extend(_dips_in_run(q, s_, a_, b_, z_crit))
-    m = len(p.xs) - 1
-    if last[2] < m and _is_flat(p, last[2], m, z_crit, min_checkpoints):
-        out.append(Boundary(float(p.xs[last[2]]), "flat_start", float(np.max(np.abs(z[last[1]:last[2] + 1])))))
+            out.append(Boundary(where, kind, strength, lo, hi, sign=s0))
+    if last[2] < m and (tentative or _is_flat(p, last[2], m, z_crit, min_checkpoints)):
+        out.append(Boundary(float(xs[last[2]]), "flat_start", float(np.max(np.abs(z[last[1]:last[2] + 1]))),
+                            float(xs[ends[-1][1]]), float(xs[m]), "flat_after",
+                            "" if _is_flat(p, last[2], m, z_crit, min_checkpoints) else "flat|plateau", last[0]))
     return sorted(out, key=lambda b: b.x)

@@ -1,15 +1,17 @@
 """detect_stages: the stages table (DESIGN.md) from the long metrics table, a pure function.
 
-Pipeline per run: the LLC series (per-chain values kept) → GP smoother against log step →
-slope with its posterior covariance → boundaries (critical points, change points on slope
-states, or both) → stages with d_llc (chain by chain where possible), d_loss and type → bootstrap
-confidence and interval of each boundary → the heads that changed most. See docs/detection.md.
+Pipeline per run: the LLC series (per-chain values kept; their scatter bounds the noise below) →
+GP smoother against log step → slope with its posterior covariance → boundaries (critical points,
+change points on slope states, or both) → each placed, and the doubtful ones tested, by a local
+fit of the data (localize.py) → stages with d_llc (chain by chain where possible), d_loss and type
+→ bootstrap confidence and interval of each boundary → the heads that changed most. See
+docs/detection.md.
 """
 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -22,7 +24,8 @@ from devinterp.transitions.bootstrap import boundary_confidence, resamples
 from devinterp.transitions.classify import change_with_stderr, classify_stage
 from devinterp.transitions.critical import Boundary, SlopeProfile, critical_z, find_critical_points
 from devinterp.transitions.heads import head_tables, rank_heads
-from devinterp.transitions.signals import HEAD_METRICS, Signal, llc_signal, model_signal, to_axis
+from devinterp.transitions.localize import flat_edge, plateau, vertex
+from devinterp.transitions.signals import HEAD_METRICS, Signal, chain_noise_sd, llc_signal, model_signal, to_axis
 from devinterp.transitions.smoothing import GPFit, fit_gp, fit_on_axis, slope_profile
 
 
@@ -69,12 +72,13 @@ def _primary(sig: Signal, cfg: DetectConfig) -> _Primary | None:
     if len(sig) < 3 or np.ptp(sig.y) == 0:
         return None
     axis, offset = ("log_step" if cfg.axis == "auto" else cfg.axis), 1.0
+    floor = chain_noise_sd(sig.chains)  # the scatter between chains bounds the noise below (§5.1)
     if cfg.axis == "auto" and len(sig) >= 10:
-        fit, axis, offset = fit_on_axis(sig.step, sig.checkpoint, sig.y, kernel=cfg.kernel)
+        fit, axis, offset = fit_on_axis(sig.step, sig.checkpoint, sig.y, kernel=cfg.kernel, noise_floor=floor)
         x = fit.x
     else:
         x = to_axis(sig.step, sig.checkpoint, axis)
-        fit = fit_gp(x, sig.y, kernel=cfg.kernel)
+        fit = fit_gp(x, sig.y, kernel=cfg.kernel, noise_floor=floor)
     profile, G = slope_profile(fit)
     profile.jacobian = axis_jacobian(profile.xs, sig.step, x, axis, offset)
     return _Primary(sig, x, fit, profile, G, critical_z(float(x[-1] - x[0]), fit.length, cfg.alpha), axis, offset)
@@ -115,7 +119,7 @@ def _boundaries(p: _Primary, cfg: DetectConfig, g: np.ndarray, z_crit: float, me
     prof = SlopeProfile(p.profile.xs, g, p.profile.cov, p.profile.length, p.profile.x_data, p.profile.jacobian)
     min_ck = max(cfg.min_size, 3)
     if method == "critical":
-        return find_critical_points(prof, z_crit, min_checkpoints=min_ck)
+        return find_critical_points(prof, z_crit, min_checkpoints=min_ck, tentative=True)
     # change points on the slope states, evaluated at the checkpoints
     idx = np.clip(np.searchsorted(prof.xs, p.x), 0, len(prof.xs) - 1)
     z_ck = (g / prof.sd)[idx]
@@ -126,7 +130,35 @@ def _boundaries(p: _Primary, cfg: DetectConfig, g: np.ndarray, z_crit: float, me
     except cp.BadSegmentationParameters:
         return []
     nearest = np.abs(prof.xs[:, None] - p.x[None, :]).argmin(1)
-    return find_critical_points(prof, z_crit, min_checkpoints=min_ck, state=state_ck[nearest])
+    return find_critical_points(prof, z_crit, min_checkpoints=min_ck, state=state_ck[nearest], tentative=True)
+
+
+def _localize(p: _Primary, found: list[Boundary], y: np.ndarray, z_crit: float, cfg: DetectConfig) -> list[Boundary]:
+    """Each boundary's position refitted on the data of its window (localize.py), against
+    log(step + 1); boundaries without a window, or whose window is too short, keep theirs. A
+    tentative one (critical.py, step 5) is kept only if its local test — a flat first or last
+    stage, else a plateau in level form — finds it in the data."""
+    u = np.log(p.signal.step.astype(float) + 1.0)
+    out = []
+    for b in found:
+        if b.lo is None or b.hi is None:
+            out.append(b)
+            continue
+        inside = (p.x >= b.lo - 1e-12) & (p.x <= b.hi + 1e-12)
+        if b.tentative:
+            v, kind, shape = None, b.kind, b.shape
+            if "flat" in b.tentative:
+                v = flat_edge(u[inside], y[inside], noise=p.fit.noise, shape=b.shape, z_crit=z_crit,
+                              min_flat=max(cfg.min_size, 3), alpha=cfg.alpha)
+            if v is None and "plateau" in b.tentative:
+                v = plateau(u[inside], y[inside], noise=p.fit.noise, sign=b.sign, z_crit=z_crit, alpha=cfg.alpha)
+                kind, shape = "plateau", "two_sided"
+            if v is not None:
+                out.append(replace(b, x=float(np.interp(v, u, p.x)), kind=kind, shape=shape, tentative=""))
+            continue
+        v = vertex(u[inside], y[inside], noise=p.fit.noise, shape=b.shape, alpha=cfg.alpha)
+        out.append(b if v is None else replace(b, x=float(np.interp(v, u, p.x))))
+    return out
 
 
 def _snap(p: _Primary, found: list[Boundary], min_size: int) -> list[tuple[int, float]]:
@@ -151,15 +183,20 @@ def _snap(p: _Primary, found: list[Boundary], min_size: int) -> list[tuple[int, 
         items.remove(edges[weaker])
 
 
-def _detect(p: _Primary, cfg: DetectConfig, g: np.ndarray, extra: list[np.ndarray]) -> list[tuple[int, float]]:
-    """Boundaries for one slope curve ``g`` (the data's or a resample's)."""
+def _detect(p: _Primary, cfg: DetectConfig, y: np.ndarray, extra: list[np.ndarray]) -> list[tuple[int, float]]:
+    """Boundaries for one series ``y`` (the data or a resample): tested on its smoothed slope,
+    placed by the local fit."""
+    g = p.G @ y
+
+    def found(z_crit: float, method: str) -> list[tuple[int, float]]:
+        return _snap(p, _localize(p, _boundaries(p, cfg, g, z_crit, method, extra), y, z_crit, cfg), cfg.min_size)
 
     def at(z_crit: float) -> list[tuple[int, float]]:
         if cfg.method == "consensus":
-            crit = _snap(p, _boundaries(p, cfg, g, z_crit, "critical", extra), cfg.min_size)
-            chg = [i for i, _ in _snap(p, _boundaries(p, cfg, g, z_crit, "changepoint", extra), cfg.min_size)]
+            crit = found(z_crit, "critical")
+            chg = [i for i, _ in found(z_crit, "changepoint")]
             return [(i, s) for i, s in crit if any(abs(i - j) <= cfg.tolerance for j in chg)]
-        return _snap(p, _boundaries(p, cfg, g, z_crit, cfg.method, extra), cfg.min_size)
+        return found(z_crit, cfg.method)
 
     if cfg.n_stages is None:
         return at(p.z_crit)
@@ -173,6 +210,21 @@ def _detect(p: _Primary, cfg: DetectConfig, g: np.ndarray, extra: list[np.ndarra
         warnings.warn(f"found only {len(found) + 1} of the {cfg.n_stages} stages asked for", stacklevel=4)
     keep = sorted(sorted(found, key=lambda t: -t[1])[:want])
     return keep
+
+
+def _drop_short_flat_ends(idx: list[int], n: int, kind_of, min_flat: int) -> list[int]:
+    """Boundaries without a first or last stage that is no stage: one with no significant LLC
+    change ('-') and fewer than ``min_flat`` checkpoints, the least a flat stage must hold (the
+    smoother's slope at the very ends of the data rests on one side only and can bend there)."""
+    idx = list(idx)
+    while idx:
+        if idx[0] + 1 < min_flat and kind_of(0, idx[0]) == "-":
+            idx.pop(0)
+        elif n - idx[-1] < min_flat and kind_of(idx[-1], n - 1) == "-":
+            idx.pop()
+        else:
+            break
+    return idx
 
 
 def _single_stage(run: str, steps: np.ndarray, method: str) -> pd.DataFrame:
@@ -206,21 +258,25 @@ def _detect_run(m: pd.DataFrame, run: str, cfg: DetectConfig) -> pd.DataFrame:
             out["d_llc"], out["d_llc_stderr"] = 0.0, 0.0
         return out
     extra = _extra_features(m, cfg, p) if cfg.method in ("changepoint", "consensus") else []
-    found = _detect(p, cfg, p.profile.g, extra)
-    idx = [i for i, _ in found]
-
-    # bootstrap: same hyperparameters, so a resample's slope is G @ y*
+    found = _detect(p, cfg, sig.y, extra)
     n = len(p.x)
+    M = p.fit.operator(p.x)
+    cov = p.fit.covariance(p.x)
+
+    def kind_of(i: int, j: int) -> str:
+        return classify_stage(*change_with_stderr(M, cov, sig.y, sig.chains, i, j), cfg.significance) if has_llc else "-"
+
+    idx = _drop_short_flat_ends([i for i, _ in found], n, kind_of, max(cfg.min_size, 3))
+
+    # bootstrap: same hyperparameters, so a resample's slope is G @ y*; its boundaries are placed
+    # by the same local fits
     conf, lo, hi = np.ones(len(idx)), np.array(idx, int), np.array(idx, int)
     if cfg.bootstrap and idx:
-        M_data = p.fit.operator(p.x)
-        series = resamples(sig.y, chains=sig.chains, fitted=M_data @ sig.y, n=cfg.bootstrap, seed=cfg.seed)
-        conf, lo, hi = boundary_confidence(idx, lambda ys: [i for i, _ in _detect(p, cfg, p.G @ ys, extra)],
+        series = resamples(sig.y, chains=sig.chains, fitted=M @ sig.y, n=cfg.bootstrap, seed=cfg.seed)
+        conf, lo, hi = boundary_confidence(idx, lambda ys: [i for i, _ in _detect(p, cfg, ys, extra)],
                                            series, tolerance=cfg.tolerance)
 
     edges = [0, *idx, n - 1]
-    M = p.fit.operator(p.x)
-    cov = p.fit.covariance(p.x)
     loss = model_signal(m, "loss")
     tables = head_tables(m)
     rows = []

@@ -129,6 +129,8 @@ class EDResult:
         curvature: (T,) curvature of the smoothed trajectory in the k-PC space.
         planes: {(i, j): (kappa, R, evolute centres)} for each PC plane (0-based PCs).
         turning_points: candidate boundaries, in step order.
+        checkpoints: (T,) the metrics table's checkpoint index of each row (set by
+            :func:`ed_from_metrics`; None when built from a bare matrix).
     """
 
     steps: np.ndarray
@@ -141,6 +143,7 @@ class EDResult:
     curvature: np.ndarray
     planes: dict = field(default_factory=dict)
     turning_points: list[TurningPoint] = field(default_factory=list)
+    checkpoints: np.ndarray | None = None  # (T,) checkpoint index of each row, when known
 
     @property
     def boundaries(self) -> list[int]:
@@ -264,12 +267,69 @@ def essential_dynamics(features: np.ndarray, steps, n_components: int = 3, *,
 
 def ed_rows(result: EDResult, *, run: str = "run", checkpoints=None, smoothed: bool = False) -> pd.DataFrame:
     """Metrics-table rows ``ed_pc1``, ``ed_pc2``, ... (model-level: layer, head, chain null), one
-    per checkpoint and PC, so they can be a signal of :func:`detect_stages`. ``value`` is the raw
-    PC score (the detector smooths on its own) or the smoothed one; ``checkpoint`` defaults to the
-    row index."""
+    per checkpoint and PC, so they can be a signal of :func:`detect_stages` and be appended to the
+    metrics table they came from. ``value`` is the raw PC score (the detector smooths on its own)
+    or the smoothed one; ``checkpoint`` defaults to ``result.checkpoints``, else the row index."""
     T, k = result.scores.shape
     vals = result.smoothed if smoothed else result.scores
+    if checkpoints is None:
+        checkpoints = result.checkpoints
     ck = np.arange(T) if checkpoints is None else np.asarray(checkpoints)
     rows = [dict(run=run, step=int(result.steps[t]), checkpoint=int(ck[t]), metric=f"ed_pc{j + 1}",
                  value=float(vals[t, j])) for j in range(k) for t in range(T)]
     return normalize_metrics(pd.DataFrame(rows, columns=["run", "step", "checkpoint", "metric", "value"]))[METRIC_COLUMNS]
+
+
+TOKEN_METRIC = "token_loss"
+
+
+def token_loss_matrix(metrics: pd.DataFrame, *, run: str | None = None,
+                      metric: str = TOKEN_METRIC) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The checkpoints x probes matrix of a sweep's per-token losses, or None without such rows.
+
+    The sweep writes one row per checkpoint and probe: ``metric`` == 'token_loss', ``value`` = the
+    loss (nats) of one fixed held-out probe token, and an integer column ``token`` (the probe's
+    index); layer, head and chain null. Returns (F, steps, checkpoints) with rows in step order and
+    columns in probe order; a probe missing at some checkpoint leaves NaN there (essential dynamics
+    then drops that probe), and a checkpoint with no probe at all is left out.
+
+    Raises ValueError when the rows lack the ``token`` column, or when ``run`` is None and the table
+    holds token losses of more than one run.
+    """
+    m = normalize_metrics(metrics)
+    rows = m[(m["metric"] == metric) & m["layer"].isna() & m["head"].isna() & m["chain"].isna()]
+    if run is not None:
+        rows = rows[rows["run"] == run]
+    if rows.empty:
+        return None
+    if "token" not in rows.columns:
+        raise ValueError(f"{metric!r} rows need an integer 'token' column (the probe index); "
+                         f"the table has {list(m.columns)}")
+    runs = sorted(pd.unique(rows["run"].dropna()))
+    if len(runs) > 1:
+        raise ValueError(f"the table holds {metric!r} rows of several runs {runs}: pass run=")
+    rows = rows[rows["token"].notna() & np.isfinite(rows["value"].to_numpy(float, na_value=np.nan))]
+    if rows.empty:
+        return None
+    wide = rows.pivot_table(index="checkpoint", columns="token", values="value", aggfunc="mean")
+    wide = wide.dropna(how="all")
+    steps = rows.groupby("checkpoint")["step"].first().loc[wide.index]
+    order = np.argsort(steps.to_numpy(), kind="stable")
+    wide = wide.iloc[order]
+    wide = wide[sorted(wide.columns)]
+    return wide.to_numpy(float), steps.to_numpy(np.int64)[order], wide.index.to_numpy(np.int64)
+
+
+def ed_from_metrics(metrics: pd.DataFrame, n_components: int = 3, *, run: str | None = None,
+                    metric: str = TOKEN_METRIC, **settings) -> EDResult | None:
+    """Essential dynamics of a sweep, from the ``token_loss`` rows of its metrics table (see
+    :func:`token_loss_matrix`), or None when it has none. ``settings`` go to
+    :func:`essential_dynamics` (sigma_start, sigma_end, min_angle, max_points). The result knows
+    the table's checkpoint indices, so ``ed_rows(result, run=...)`` can be appended to the table."""
+    got = token_loss_matrix(metrics, run=run, metric=metric)
+    if got is None:
+        return None
+    F, steps, checkpoints = got
+    result = essential_dynamics(F, steps, n_components, **settings)
+    result.checkpoints = checkpoints
+    return result

@@ -42,6 +42,34 @@ def noise_sd(y: np.ndarray) -> float:
     return float(np.median(np.abs(d - np.median(d))) / (0.6745 * np.sqrt(2.0)))
 
 
+def chain_noise_sd(chains: np.ndarray | None) -> float | None:
+    """Per-checkpoint noise sd of the mean over chains, from the chains themselves (REFERENCE.md
+    §5.1), or None with fewer than 2 chains or 4 checkpoints.
+
+    With common random numbers each chain differs from the others by an offset and a small scale
+    error shared by every checkpoint, and by a slow drift; on top of that is the noise from one
+    checkpoint to the next, which is what a smoother must treat as noise. Each chain's deviation
+    from the across-chain mean has the curve itself removed exactly; regressing it on the mean
+    (intercept and slope) removes the offset and scale, and first differences remove what is left
+    of slow drift. With C chains the differences have variance 2 sigma_c^2 (1 - 1/C), and the mean
+    over chains has noise sd sigma_c / sqrt(C); sigma_c is taken robustly (MAD) so that a few
+    steep checkpoints do not inflate it."""
+    if chains is None:
+        return None
+    C = np.asarray(chains, float)
+    if C.ndim != 2 or C.shape[0] < 2 or C.shape[1] < 4 or not np.isfinite(C).all():
+        return None
+    n_chains = C.shape[0]
+    mean = C.mean(0)
+    X = np.column_stack([np.ones_like(mean), mean - mean.mean()])
+    dev = C - mean
+    resid = dev - (X @ np.linalg.lstsq(X, dev.T, rcond=None)[0]).T
+    d = np.diff(resid, axis=1).ravel()
+    mad = float(np.median(np.abs(d - np.median(d)))) / 0.6745
+    sigma_c = mad / np.sqrt(2.0 * (1.0 - 1.0 / n_chains))
+    return sigma_c / np.sqrt(n_chains)
+
+
 @dataclass
 class Signal:
     """One model-level signal at the checkpoints where it is finite.

@@ -122,7 +122,7 @@ class GPFit:
 
 
 def fit_gp(x: np.ndarray, y: np.ndarray, *, noise: float | None = None, n_lengths: int = 24,
-           max_points: int = 160, kernel: str = "rbf") -> GPFit:
+           max_points: int = 160, kernel: str = "rbf", noise_floor: float | None = None) -> GPFit:
     """Fit the smoother to (x, y) by maximum marginal likelihood.
 
     Args:
@@ -130,6 +130,9 @@ def fit_gp(x: np.ndarray, y: np.ndarray, *, noise: float | None = None, n_length
         noise: fix the noise sd instead of fitting it (used for short series, where three
             hyperparameters are not identifiable; default: fitted when len(x) >= 10, else fixed to
             the robust first-difference estimate :func:`noise_sd`).
+        noise_floor: a lower bound of the fitted noise sd (e.g. the scatter between SGLD chains,
+            :func:`~devinterp.transitions.signals.chain_noise_sd`, which cannot see noise that
+            every chain shares); with too few points to fit the noise, the larger of the two.
         n_lengths: grid size for the length scale, log-spaced from the median checkpoint spacing
             (features narrower than the sampling cannot be resolved) to the whole x range.
         max_points: the hyperparameter search uses every k-th point so that at most this many
@@ -155,13 +158,18 @@ def fit_gp(x: np.ndarray, y: np.ndarray, *, noise: float | None = None, n_length
     if kernel not in (*KERNELS, "auto"):
         raise ValueError(f"kernel must be one of {(*KERNELS, 'auto')}, got {kernel!r}")
     nd = noise if noise is not None else noise_sd(y)
-    nd = max(nd, 1e-6 * scale)
     fix_noise = noise is not None or n < 10
+    floor = float(noise_floor) if noise_floor is not None and noise_floor > 0 and noise is None else 0.0
+    if fix_noise:
+        nd = max(nd, floor)
+    nd = max(nd, 1e-6 * scale)
     dx = np.diff(x)
     lmin = max(float(np.median(dx)), span / 500)
     lengths = np.geomspace(lmin, span, n_lengths) if span > lmin else np.array([max(span, 1.0)])
     amps2 = scale**2 * np.geomspace(1e-3, 1e3, 25)
     noises2 = np.array([nd**2]) if fix_noise else nd**2 * np.geomspace(1e-2, 1e2, 25)
+    if floor > 0 and not fix_noise:
+        noises2 = np.unique(np.concatenate([[floor**2], noises2[noises2 > floor**2]]))
     best = (-np.inf, lengths[0], amps2[0], noises2[0], "rbf")
     k = max(1, int(np.ceil(n / max_points)))
     xk, rk = x[::k], resid[::k]
@@ -198,7 +206,7 @@ def candidate_axes(steps: np.ndarray, checkpoints: np.ndarray) -> list[tuple[str
 
 
 def fit_on_axis(steps: np.ndarray, checkpoints: np.ndarray, y: np.ndarray, *,
-                kernel: str = "rbf") -> tuple[GPFit, str, float]:
+                kernel: str = "rbf", noise_floor: float | None = None) -> tuple[GPFit, str, float]:
     """Fit the smoother on the axis, among :func:`candidate_axes`, with the largest marginal
     likelihood (input warping, Snoek et al. 2014). Returns (fit, axis name, offset).
 
@@ -208,13 +216,13 @@ def fit_on_axis(steps: np.ndarray, checkpoints: np.ndarray, y: np.ndarray, *,
     flat). Critical points (zeros and sign changes of the slope) are invariant under a monotone
     change of axis, so the axis can be chosen on statistical grounds: the one on which the data
     look most like a stationary process. The likelihoods are of the same data ``y`` under
-    different models, so they compare.
+    different models, so they compare. ``noise_floor``: see :func:`fit_gp`.
     """
     best: tuple[GPFit, str, float] | None = None
     for name, c, x in candidate_axes(steps, checkpoints):
         if np.any(np.diff(x) <= 0):
             continue
-        fit = fit_gp(x, y, kernel=kernel)
+        fit = fit_gp(x, y, kernel=kernel, noise_floor=noise_floor)
         if best is None or fit.log_likelihood > best[0].log_likelihood + 1e-9:
             best = (fit, name, c)
     return best

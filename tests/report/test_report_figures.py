@@ -205,3 +205,25 @@ def test_text_from_the_data_is_escaped_in_figures():
     stages = pd.DataFrame({"start_step": [0], "end_step": [1], "type": ["A"], "heads": ["<i>L0H0</i>"]})
     table = F.stages_table_figure(stages).data[0]
     assert "&lt;i&gt;L0H0&lt;/i&gt;" in list(table.cells.values[F.STAGE_TABLE_COLUMNS.index("Heads")])
+
+
+def test_essential_dynamics_figure_marks_the_planted_turn():
+    """A sweep's token_loss rows whose latent path turns by 90° at checkpoint 30: the figure's
+    turning-point trace sits there (±1 checkpoint); without token_loss rows it reports MissingData."""
+    rng = np.random.default_rng(0)
+    T, P, t0 = 80, 120, 30
+    t = np.arange(T, dtype=float)
+    latent = np.column_stack([t, np.zeros(T)]) + np.maximum(t - t0, 0)[:, None] * np.array([-1.0, 1.0])
+    F_ = latent @ rng.normal(size=(2, P)) + rng.normal(0, 0.5, (T, P))
+    steps = 10 * np.arange(T)
+    rows = [dict(run="r", step=int(steps[i]), checkpoint=i, metric="token_loss", value=float(F_[i, j]), token=j)
+            for i in range(T) for j in range(P)]
+    metrics = normalize_metrics(pd.DataFrame(rows))
+    fig = F.essential_dynamics_figure(metrics)
+    turning = [tr for tr in fig.data if tr.name == "turning points"]
+    assert len(turning) == 1 and len(turning[0].text) == 1
+    assert abs(int(turning[0].text[0].replace(",", "")) - steps[t0]) <= 10
+    assert {tr.name for tr in fig.data} >= {"checkpoints", "smoothed", "turning points"}
+    with pytest.raises(F.MissingData, match="token_loss"):
+        F.essential_dynamics_figure(metrics[metrics["metric"] != "token_loss"].assign(metric="loss"))
+    assert "essential-dynamics" in [s.key for s in F.report_figures(metrics)]

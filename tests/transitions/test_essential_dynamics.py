@@ -129,3 +129,69 @@ def test_bad_input_shapes_raise():
         essential_dynamics(np.zeros((5, 3)), [1, 2, 3])
     with pytest.raises(ValueError, match="at least 2"):
         essential_dynamics(np.zeros((1, 3)), [1])
+
+
+# --- essential dynamics from a sweep's metrics table ----------------------------------------------
+
+def _token_loss_table(F: np.ndarray, steps: np.ndarray, run: str = "sweep", seed: int = 0) -> pd.DataFrame:
+    """Long rows as the sweep writes them: metric 'token_loss', one row per checkpoint and probe,
+    an integer 'token' column, layer/head/chain null; in shuffled order, with an LLC row per
+    checkpoint next to them."""
+    T, P = F.shape
+    rows = [dict(run=run, step=int(steps[t]), checkpoint=t, metric="token_loss", value=float(F[t, j]), token=j)
+            for t in range(T) for j in range(P)]
+    rows += [dict(run=run, step=int(steps[t]), checkpoint=t, metric="llc", value=float(t)) for t in range(T)]
+    df = pd.DataFrame(rows)
+    return df.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+
+
+@pytest.mark.parametrize("t0", [20, 40])
+def test_ed_from_metrics_finds_a_planted_turn(t0):
+    from devinterp.transitions import ed_from_metrics
+
+    F, steps = _planted_turn(t0, seed=100 + t0)
+    table = _token_loss_table(F, steps, seed=t0)
+    r = ed_from_metrics(table, n_components=3)
+    assert r is not None and r.scores.shape == (len(steps), 3)
+    assert (r.steps == steps).all() and (r.checkpoints == np.arange(len(steps))).all()
+    assert len(r.turning_points) == 1 and abs(r.turning_points[0].index - t0) <= 1
+
+
+def test_ed_from_metrics_matches_the_matrix_and_its_rows_append_to_the_table():
+    from devinterp.tables import normalize_metrics
+    from devinterp.transitions import ed_from_metrics
+
+    F, steps = _planted_turn(30, seed=7)
+    table = _token_loss_table(F, steps)
+    table["checkpoint"] += 5  # the table's own checkpoint indices, not row numbers
+    r = ed_from_metrics(table, n_components=2)
+    direct = essential_dynamics(F, steps, n_components=2)
+    assert np.allclose(r.scores, direct.scores)
+    rows = ed_rows(r, run="sweep")
+    assert (rows[rows.metric == "ed_pc1"]["checkpoint"].to_numpy() == np.arange(len(steps)) + 5).all()
+    both = normalize_metrics(pd.concat([table, rows], ignore_index=True))
+    assert list(both.columns[:len(METRIC_COLUMNS)]) == METRIC_COLUMNS and "token" in both.columns
+    pc1 = both[both.metric == "ed_pc1"]
+    assert len(pc1) == len(steps) and pc1["token"].isna().all()
+    # the appended rows line up with the table's steps and checkpoints
+    llc = both[both.metric == "llc"].set_index("checkpoint")["step"]
+    assert (pc1.set_index("checkpoint")["step"] == llc.loc[pc1["checkpoint"]].to_numpy()).all()
+
+
+def test_ed_from_metrics_without_token_rows_and_with_several_runs():
+    from devinterp.transitions import ed_from_metrics, token_loss_matrix
+
+    F, steps = _planted_turn(30, T=40, P=20)
+    table = _token_loss_table(F, steps)
+    assert ed_from_metrics(table[table.metric != "token_loss"]) is None
+    two = pd.concat([table, _token_loss_table(F, steps, run="other")], ignore_index=True)
+    with pytest.raises(ValueError, match="several runs"):
+        ed_from_metrics(two)
+    assert ed_from_metrics(two, run="other") is not None
+    with pytest.raises(ValueError, match="'token' column"):
+        token_loss_matrix(table.drop(columns="token"))
+    # a probe missing at one checkpoint is dropped; the others remain
+    holey = table.drop(table[(table.metric == "token_loss") & (table.token == 3) & (table.checkpoint == 7)].index)
+    Fh, _, _ = token_loss_matrix(holey)
+    assert np.isnan(Fh[7, 3]) and np.isfinite(np.delete(Fh, 3, axis=1)).all()
+    assert ed_from_metrics(holey).components[:, 3].tolist() == [0.0] * 3
