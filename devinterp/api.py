@@ -175,8 +175,12 @@ def run(config: RunConfig | str | Path, out: str | Path = "out", progress: bool 
     else:
         source = train(config, out, progress, force_new=force_new)
     sweep(source, config, out, progress, force_new=force_new)
+    t1 = time.perf_counter()
     detect(run_dir, config)
+    t2 = time.perf_counter()
     results = load_results(run_dir)
     render_report(results, run_dir / "report.html", config)
-    update_manifest(run_dir, timings={"run_seconds": round(time.perf_counter() - t0, 2)}, status="complete")
+    t3 = time.perf_counter()
+    update_manifest(run_dir, timings={"detect_seconds": round(t2 - t1, 2), "report_seconds": round(t3 - t2, 2),
+                                      "run_seconds": round(t3 - t0, 2)}, status="complete")
     return load_results(run_dir)

@@ -14,7 +14,8 @@ run code is refused and never executed. Sources are plain picklable objects (pat
 settings), so executors can send them to worker processes and Ray tasks.
 
 Checkpoints written by our recipes are self-describing: the safetensors metadata holds the step,
-the model config (JSON) and the train loss, like nanoGPT's checkpoints.
+the model family (``model_family``: ``attn-only``, ``icl-transformer``; absent in older files, which
+are ``attn-only``), the model config (JSON) and the train loss, like nanoGPT's checkpoints.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import pandas as pd
 from safetensors import safe_open
 
 from devinterp import _io
-from devinterp.config import ModelConfig
+from devinterp.config import MODEL_FAMILIES, AnyModelConfig, ModelConfig, model_family
 
 if TYPE_CHECKING:  # torch loads on first use: listing checkpoints and resuming a finished sweep need none
     from torch import Tensor
@@ -73,8 +74,8 @@ class CheckpointSource(Protocol):
         """The checkpoint's state dict on CPU; raises :class:`CheckpointError` naming it and why."""
         ...
 
-    def model_config(self) -> ModelConfig:
-        """The architecture the checkpoints share."""
+    def model_config(self) -> AnyModelConfig:
+        """The architecture the checkpoints share (its class names the model family)."""
         ...
 
 
@@ -107,12 +108,13 @@ class ListedSource:
 
 
 def save_checkpoint(
-    path: str | Path, state_dict: dict[str, Tensor], *, step: int, model: ModelConfig, extra: dict | None = None
+    path: str | Path, state_dict: dict[str, Tensor], *, step: int, model: AnyModelConfig, extra: dict | None = None
 ) -> Path:
-    """Write ``state_dict`` as safetensors (atomically) with step, model config and ``extra`` as metadata."""
+    """Write ``state_dict`` as safetensors (atomically) with step, model family, model config and
+    ``extra`` as metadata."""
     from safetensors.torch import save_file
 
-    meta = {"step": str(step), "model_config": model.model_dump_json()}
+    meta = {"step": str(step), "model_family": model_family(model), "model_config": model.model_dump_json()}
     meta.update({k: json.dumps(v) for k, v in (extra or {}).items()})
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
     return _io.atomic_write(path, lambda p: save_file(tensors, str(p), metadata=meta))
@@ -131,7 +133,7 @@ class DirectorySource(ListedSource):
     checkpoint does not describe itself.
     """
 
-    def __init__(self, folder: str | Path, model: ModelConfig | None = None):
+    def __init__(self, folder: str | Path, model: AnyModelConfig | None = None):
         self.folder = Path(folder)
         if not self.folder.is_dir():
             raise FileNotFoundError(f"{self.folder}: checkpoint directory does not exist")
@@ -163,7 +165,7 @@ class DirectorySource(ListedSource):
     def describe(self) -> dict:
         return {"kind": "directory", "path": str(self.folder)}
 
-    def model_config(self) -> ModelConfig:
+    def model_config(self) -> AnyModelConfig:
         """The architecture: from the first readable checkpoint's metadata, else the one given."""
         for ckpt in self.checkpoints:
             found = _safetensors_model_config(ckpt.path)
@@ -209,15 +211,25 @@ def load_state_dict(path: str | Path) -> dict[str, Tensor]:
     return sd
 
 
-def _safetensors_model_config(path: Path) -> ModelConfig | None:
-    """The ModelConfig in a safetensors file's metadata, or None (not safetensors, unreadable, absent)."""
+def _safetensors_model_config(path: Path) -> AnyModelConfig | None:
+    """The model config in a safetensors file's metadata (its class from ``model_family``; files
+    without one are attention-only), or None (not safetensors, unreadable, absent)."""
     if path.suffix != ".safetensors" or not path.is_file():
         return None
     try:
         with safe_open(str(path), framework="numpy") as fh:  # metadata only
             meta = fh.metadata() or {}
-        return ModelConfig.model_validate_json(meta["model_config"]) if "model_config" in meta else None
     except Exception:  # unreadable file: the caller tries the next; the sweep reports it
+        return None
+    if "model_config" not in meta:
+        return None
+    family = meta.get("model_family", "attn-only")
+    if family not in MODEL_FAMILIES:
+        raise CheckpointError(f"{path}: model family {family!r} is not one this version knows "
+                              f"({', '.join(MODEL_FAMILIES)})")
+    try:
+        return MODEL_FAMILIES[family].model_validate_json(meta["model_config"])
+    except Exception:  # a config that does not validate: treat as absent
         return None
 
 

@@ -14,14 +14,41 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 
 class ConfigError(ValueError):
     """A configuration that cannot be used; the message names the file and the field."""
+
+
+class ConfigErrorAt(ValueError):
+    """Raised inside a validator to blame a field below the validated model: ``loc`` is its path
+    (e.g. ``("sweep", "metrics", 2)``), so the message names that field, not the model."""
+
+    def __init__(self, loc: tuple, message: str):
+        super().__init__(message)
+        self.loc, self.message = tuple(loc), message
+
+
+# Why a metric group does not apply to a recipe (the config error says it).
+_GROUP_NEEDS = {
+    "icl_score": "it needs next-token losses of a token model",
+    "heads": "it reads the attention patterns of the attention-only token model",
+    "head_llc": "it samples the heads of the attention-only token model",
+    "position_loss": "it is the per-position loss of icl-regression",
+}
 
 
 class StrictModel(BaseModel):
@@ -81,8 +108,17 @@ class TrainConfig(StrictModel):
     )
 
 
+# Metric groups of the token-model recipes (attention-only family): every group.
+TOKEN_METRIC_GROUPS = ("loss", "icl_score", "heads", "llc", "head_llc", "token_loss")
+
+
 class RecipeConfig(StrictModel):
-    name: Literal["induction"] = "induction"
+    """Recipe 'induction' (the default): the attention-only transformer on copied spans of random tokens."""
+
+    metric_groups: ClassVar[tuple[str, ...]] = TOKEN_METRIC_GROUPS
+
+    name: Literal["induction"] = Field("induction", description="which recipe: induction, icl-regression or "
+                                       "language; each has its own model/data/train keys (listed below by name)")
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: InductionDataConfig = Field(default_factory=InductionDataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -95,6 +131,181 @@ class RecipeConfig(StrictModel):
                 "a span and its copy must both fit, so 2*span_max <= n_ctx"
             )
         return self
+
+
+class ICLModelConfig(StrictModel):
+    """The transformer of in-context linear regression (REFERENCE.md §2.2; devinterp/models/icl_transformer.py):
+    vector tokens [0, x] / [y, 0...0] embedded linearly, pre-LayerNorm blocks with attention and a ReLU MLP."""
+
+    task_size: int = Field(4, ge=1, description="D: dimension of the inputs x and task vectors t (tokens are D+1 wide)")
+    max_examples: int = Field(8, ge=1, description="K: (x, y) pairs per sequence; the context is 2K tokens")
+    n_layers: int = Field(2, ge=1, description="transformer blocks (attention + MLP)")
+    n_heads: int = Field(4, ge=1, description="attention heads per block (d_head = d_model / n_heads)")
+    d_model: int = Field(64, ge=1, description="residual stream width")
+    d_mlp: int = Field(64, ge=1, description="hidden width of each MLP")
+    layer_norm: bool = Field(True, description="pre-LayerNorm before attention, MLP and unembedding")
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> "ICLModelConfig":
+        if self.d_model % self.n_heads:
+            raise ValueError(f"n_heads ({self.n_heads}) must divide d_model ({self.d_model})")
+        return self
+
+
+class ICLDataConfig(StrictModel):
+    """Sequences of in-context linear regression: per sequence a task t ~ N(0, I_D), inputs x_k ~ N(0, I_D),
+    targets y_k = t.x_k + N(0, noise_variance), k = 1..K (D and K from the model config); a fresh task
+    for every sequence (infinite task diversity)."""
+
+    noise_variance: float = Field(0.125, ge=0, description="sigma^2, variance of the noise on y")
+
+
+class ICLTrainConfig(StrictModel):
+    """Training of the regression recipe: AdamW on the MSE of every y-prediction; the paper uses Adam
+    (weight decay 0) and a one-cycle learning rate (linear up to ``lr`` at ``pct_start``, then down)."""
+
+    steps: int = Field(20000, ge=1, description="optimizer steps (the paper: 500,000 at batch 256)")
+    batch_size: int = Field(64, ge=1, description="sequences per step (a fresh batch every step)")
+    lr: float = Field(3e-3, gt=0, description="peak learning rate")
+    lr_schedule: Literal["onecycle", "constant"] = Field(
+        "onecycle", description="onecycle: linear from lr/div_factor up to lr at pct_start*steps, then linearly "
+                                "down to lr/div_factor at the last step (the paper's OneCycleLR); constant: lr")
+    pct_start: float = Field(0.5, gt=0, lt=1, description="onecycle: share of the steps spent warming up")
+    div_factor: float = Field(250.0, ge=1, description="onecycle: lr / div_factor at the first and last step")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay (0 = the paper's Adam)")
+    seed: int = Field(0, description="seed of the weights and of the training data stream")
+    schedule: ScheduleConfig = Field(
+        default_factory=lambda: ScheduleConfig(n_log=36, switch_step=20000, linear_every=20000),
+        description="checkpoint steps (log-spaced up to switch_step, since the stages are log-paced)")
+
+
+class ICLRegressionRecipeConfig(StrictModel):
+    """Recipe 'icl-regression': a 2-layer transformer (with MLPs and LayerNorm) learns in-context linear
+    regression (Hoogland et al. 2024, REFERENCE.md §2.2). The defaults are the paper's model and task
+    (D = 4, K = 8, sigma^2 = 0.125) with a CPU-sized training run (configs/icl-regression.yaml)."""
+
+    metric_groups: ClassVar[tuple[str, ...]] = ("loss", "llc", "token_loss", "position_loss")
+    default_metrics: ClassVar[tuple[str, ...]] = ("loss", "llc", "position_loss")
+
+    name: Literal["icl-regression"] = Field("icl-regression", description="this recipe")
+    model: ICLModelConfig = Field(default_factory=ICLModelConfig)
+    data: ICLDataConfig = Field(default_factory=ICLDataConfig)
+    train: ICLTrainConfig = Field(default_factory=ICLTrainConfig)
+
+
+class LanguageDataConfig(StrictModel):
+    """Offline synthetic text for the paper-size language model (devinterp/recipes/language.py): a Zipfian
+    unigram distribution, a sparse random bigram and trigram structure on top, and spans copied from
+    earlier in the sequence, so bigrams, n-grams and induction all lower the loss."""
+
+    zipf_exponent: float = Field(1.0, gt=0, description="unigram probabilities ~ 1 / rank^zipf_exponent")
+    bigram_prob: float = Field(0.5, ge=0, le=1, description="chance a token (with no trigram rule firing) follows "
+                                                                "the bigram table of the previous token; else a unigram draw")
+    bigram_successors: int = Field(8, ge=1, description="successors per token in the bigram table (Zipf-weighted)")
+    trigram_prob: float = Field(0.5, ge=0, le=1, description="chance the trigram rule of the previous two tokens "
+                                                                 "fires, where that pair has one (checked first)")
+    trigram_contexts: int = Field(2000, ge=0, description="token pairs (a, b) that have a trigram rule "
+                                                          "(drawn among frequent pairs)")
+    copy_prob: float = Field(0.5, ge=0, le=1, description="chance per sequence of each copied span")
+    n_copies: int = Field(4, ge=0, description="copied spans per sequence (each kept with copy_prob)")
+    span_min: int = Field(16, ge=2, description="shortest copied span, tokens")
+    span_max: int = Field(64, ge=2, description="longest copied span, tokens")
+    table_seed: int = Field(1234, description="seed of the language itself (unigram ranks, bigram and trigram "
+                                              "tables): fixed, so training and evaluation share one language")
+
+    @model_validator(mode="after")
+    def _span_order(self) -> "LanguageDataConfig":
+        if self.span_min > self.span_max:
+            raise ValueError(f"span_min ({self.span_min}) must not exceed span_max ({self.span_max})")
+        return self
+
+
+class LanguageTrainConfig(StrictModel):
+    """Training of the language recipe; defaults are the paper's (REFERENCE.md §2.1): AdamW lr 1e-3,
+    betas (0.9, 0.999), weight decay 0.05, constant lr, gradient clipping 1, batch 100, 50,000 steps."""
+
+    steps: int = Field(50000, ge=1, description="optimizer steps")
+    batch_size: int = Field(100, ge=1, description="sequences per step")
+    lr: float = Field(1e-3, gt=0, description="AdamW learning rate (constant)")
+    weight_decay: float = Field(0.05, ge=0, description="AdamW weight decay")
+    grad_clip: float | None = Field(1.0, gt=0, description="clip the gradient norm to this; null = no clipping")
+    compute_dtype: Literal["float32", "bfloat16"] = Field(
+        "float32", description="dtype of the forward/backward (bfloat16 = autocast, for GPUs); weights stay float32")
+    seed: int = Field(0, description="seed of the weights and of the training data stream")
+    schedule: ScheduleConfig = Field(
+        default_factory=lambda: ScheduleConfig(n_log=50, switch_step=1000, linear_every=1000),
+        description="checkpoint steps: log-spaced, then linear")
+
+
+class LanguageRecipeConfig(StrictModel):
+    """Recipe 'language': the attention-only transformer on synthetic text (the paper's language-model
+    setup, REFERENCE.md §2.1, with offline data; configs/induction-paper.yaml). The default model is the
+    paper's: 2 layers, 8 heads, d_model 256, d_head 32, context 1024, vocabulary 5000 (a GPU run)."""
+
+    metric_groups: ClassVar[tuple[str, ...]] = TOKEN_METRIC_GROUPS
+
+    name: Literal["language"] = Field("language", description="this recipe")
+    model: ModelConfig = Field(default_factory=lambda: ModelConfig(
+        n_layers=2, n_heads=8, d_model=256, d_head=32, n_ctx=1024, d_vocab=5000))
+    data: LanguageDataConfig = Field(default_factory=LanguageDataConfig)
+    train: LanguageTrainConfig = Field(default_factory=LanguageTrainConfig)
+
+    @model_validator(mode="after")
+    def _spans_fit(self) -> "LanguageRecipeConfig":
+        if 2 * self.data.span_max > self.model.n_ctx:
+            raise ValueError(
+                f"data.span_max ({self.data.span_max}) is too long for model.n_ctx ({self.model.n_ctx}): "
+                "a span and its copy must both fit, so 2*span_max <= n_ctx"
+            )
+        return self
+
+
+def _recipe_name(value: Any) -> str:
+    """The recipe union's tag: ``name`` of a mapping (default 'induction') or of a recipe object."""
+    if isinstance(value, dict):
+        return value.get("name", "induction")
+    return getattr(value, "name", "induction")
+
+
+RECIPES: dict[str, type[StrictModel]] = {
+    "induction": RecipeConfig,
+    "icl-regression": ICLRegressionRecipeConfig,
+    "language": LanguageRecipeConfig,
+}
+
+AnyRecipeConfig = Annotated[
+    Union[
+        Annotated[RecipeConfig, Tag("induction")],
+        Annotated[ICLRegressionRecipeConfig, Tag("icl-regression")],
+        Annotated[LanguageRecipeConfig, Tag("language")],
+    ],
+    Discriminator(
+        _recipe_name,
+        custom_error_type="recipe_name",
+        custom_error_message=f"unknown recipe name; allowed: {', '.join(RECIPES)}",
+    ),
+]
+"""A recipe config: the class is chosen by ``name`` (absent = 'induction')."""
+
+AnyModelConfig = Union[ModelConfig, ICLModelConfig]
+"""The architecture of a model family (attention-only or ICL-regression transformer)."""
+
+MODEL_FAMILIES: dict[str, type[StrictModel]] = {"attn-only": ModelConfig, "icl-transformer": ICLModelConfig}
+"""Model families by name (the ``model_family`` a checkpoint's metadata records) and their config class;
+the models themselves are built by devinterp/models/families.py."""
+
+
+def model_family(model: BaseModel) -> str:
+    """The family name of a model config (``attn-only`` for :class:`ModelConfig`)."""
+    for name, cls in MODEL_FAMILIES.items():
+        if type(model) is cls:
+            return name
+    raise TypeError(f"{type(model).__name__} is not the config of a known model family ({', '.join(MODEL_FAMILIES)})")
+
+
+def recipe_family(recipe: BaseModel) -> str:
+    """The model family a recipe trains and measures."""
+    return model_family(recipe.model)
 
 
 # --------------------------------------------------------------------------------------------
@@ -161,11 +372,12 @@ class ExecutorConfig(StrictModel):
 
 
 class SweepConfig(StrictModel):
-    metrics: list[Literal["loss", "icl_score", "heads", "llc", "head_llc", "token_loss"]] = Field(
+    metrics: list[Literal["loss", "icl_score", "heads", "llc", "head_llc", "token_loss", "position_loss"]] = Field(
         default_factory=lambda: ["loss", "icl_score", "heads", "llc"],
         description="metric groups measured at every checkpoint (head_llc: the weight-restricted LLC of "
                     "each head, about n_heads x the cost of llc; token_loss: per-token losses on a fixed "
-                    "probe set, for essential dynamics)",
+                    "probe set, for essential dynamics; position_loss: icl-regression's held-out loss at "
+                    "each context position k). Default for recipe icl-regression: [loss, llc, position_loss]",
     )
     eval_sequences: int = Field(512, ge=1, description="held-out sequences for loss and ICL score")
     eval_batch_size: int = Field(128, ge=1, description="sequences per forward pass in evaluation")
@@ -181,8 +393,9 @@ class SweepConfig(StrictModel):
     )
     calibrate: Literal["off", "auto"] = Field(
         "off",
-        description="auto = choose epsilon/gamma with calibrate_llc at the first, middle and last checkpoints "
-                    "before the sweep (other llc settings as given), then freeze them in llc_settings.json",
+        description="auto = choose epsilon/gamma with calibrate_llc at the first, middle (by index and by "
+                    "step) and last checkpoints before the sweep (other llc settings as given), then freeze "
+                    "them in llc_settings.json",
     )
     threads: int = Field(1, ge=1, description="torch threads in the hot loops (1 is fastest for tiny models)")
     strict: bool = Field(False, description="fail (exit status 1) when any checkpoint failed; the rest are still measured")
@@ -290,7 +503,7 @@ class RunConfig(StrictModel):
     checkpoints: Path | None = Field(None, description="a user's own checkpoint folder instead of training")
     source: SourceConfig | None = Field(None, description="checkpoints from elsewhere (a folder, Hugging Face "
                                                           "revisions) instead of training; see SourceConfig")
-    recipe: RecipeConfig = Field(default_factory=RecipeConfig)
+    recipe: AnyRecipeConfig = Field(default_factory=RecipeConfig)
     sweep: SweepConfig = Field(default_factory=SweepConfig)
     detect: DetectConfig = Field(default_factory=DetectConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
@@ -299,6 +512,26 @@ class RunConfig(StrictModel):
     def _one_source(self) -> "RunConfig":
         if self.checkpoints is not None and self.source is not None:
             raise ValueError("give either checkpoints (a folder) or source, not both")
+        return self
+
+    @model_validator(mode="after")
+    def _metrics_fit_recipe(self) -> "RunConfig":
+        """Metric groups must apply to the recipe's model family; a recipe may change the default list."""
+        recipe = type(self.recipe)
+        default = getattr(recipe, "default_metrics", None)
+        if default is not None and "metrics" not in self.sweep.model_fields_set:
+            self.sweep.metrics = list(default)
+            self.sweep.model_fields_set.discard("metrics")  # still "not given": a re-validation re-applies it
+        allowed = recipe.metric_groups
+        wrong = [(i, g) for i, g in enumerate(self.sweep.metrics) if g not in allowed]
+        if wrong:
+            i, group = wrong[0]
+            raise ConfigErrorAt(
+                ("sweep", "metrics", i),
+                f"group {group!r} does not apply to recipe {self.recipe.name!r} "
+                f"({_GROUP_NEEDS.get(group, 'not measurable for this model family')}); "
+                f"groups of this recipe: {', '.join(allowed)}",
+            )
         return self
 
     def hash(self) -> str:
@@ -315,8 +548,15 @@ def config_hash(model: BaseModel) -> str:
 def _format_errors(err: ValidationError, source: str) -> str:
     lines = []
     for e in err.errors():
-        field = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        msg = e["msg"]
+        loc, msg = list(e["loc"]), e["msg"]
+        if len(loc) >= 2 and loc[0] == "recipe" and loc[1] in RECIPES:
+            del loc[1]  # the union's tag: the YAML has no such level
+        cause = (e.get("ctx") or {}).get("error")
+        if isinstance(cause, ConfigErrorAt):
+            loc, msg = [*loc, *cause.loc], cause.message
+        if e["type"] == "recipe_name":
+            loc, e = [*loc, "name"], {**e, "input": _recipe_name(e.get("input"))}
+        field = ".".join(str(p) for p in loc) or "(top level)"
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
         got = e.get("input")
@@ -365,16 +605,30 @@ def dump_config(cfg: RunConfig) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
 
 
-def config_reference(model: type[BaseModel] = RunConfig, prefix: str = "") -> str:
-    """Markdown table of every setting (dotted key, default, description), for docs/config.md."""
+def config_reference(model: type[BaseModel] = RunConfig, prefix: str = "", defaults: BaseModel | None = None) -> str:
+    """Markdown table of every setting (dotted key, default, description), for docs/config.md.
+
+    ``defaults``: an instance whose values are the defaults (a sub-model's default may differ from its
+    class's own, e.g. the regression recipe's checkpoint schedule). The recipe union is listed as the
+    default recipe's keys (``recipe.*``), then each other recipe's as ``recipe[<name>].*``.
+    """
     rows = []
     for name, field in model.model_fields.items():
         key = f"{prefix}{name}"
+        if model is RunConfig and name == "recipe":  # the recipe union: the default recipe, then the others
+            rows.append(config_reference(RecipeConfig, key + "."))
+            for tag, other in RECIPES.items():
+                if other is not RecipeConfig:
+                    rows.append(config_reference(other, f"{key}[{tag}]."))
+            continue
+        if defaults is not None:
+            default = getattr(defaults, name)
+        else:
+            default = field.default_factory() if field.default_factory is not None else field.default
         sub = field.annotation if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel) else None
         if sub is not None:
-            rows.append(config_reference(sub, key + "."))
+            rows.append(config_reference(sub, key + ".", default if isinstance(default, BaseModel) else None))
             continue
-        default = field.default_factory() if field.default_factory is not None else field.default
         rows.append(f"| `{key}` | `{json.dumps(default, default=str)}` | {field.description or ''} |")
     body = "\n".join(rows)
     if prefix:

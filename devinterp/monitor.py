@@ -78,7 +78,7 @@ class StageMonitor:
                  save: bool = True, detect: bool = True, min_llc_checkpoints: int = 5):
         from devinterp.api import prepare_run_dir
         from devinterp.sweep.calibration import frozen_llc_settings
-        from devinterp.sweep.runner import _exclusive
+        from devinterp.sweep.runner import exclusive_lock
         from devinterp.sweep.store import MetricStore
 
         if every < 1 or (llc_every is not None and llc_every < 1):
@@ -90,7 +90,7 @@ class StageMonitor:
         self.min_llc_checkpoints = min_llc_checkpoints
         self.run_dir = prepare_run_dir(config, out)
         self._stack = ExitStack()
-        self._stack.enter_context(_exclusive(self.run_dir))
+        self._stack.enter_context(exclusive_lock(self.run_dir))
         self.store = MetricStore(self.run_dir)
         self.store.clean_temp()
         llc = frozen_llc_settings(None, config, self.run_dir)  # calibrate off: the source is not read

@@ -110,6 +110,9 @@ def refine(run_dir: str | Path, *, boundaries: list[int] | None = None, points: 
     if config.checkpoints is not None or config.source is not None:
         raise RefineError(f"{config_path}: refine retrains the recipe, but this run reads checkpoints from "
                           f"{config.checkpoints or config.source.kind}; it can only refine a recipe's own run")
+    if getattr(config.recipe, "name", "induction") != "induction":
+        raise RefineError(f"{config_path}: refine can resume only the induction recipe's training so far "
+                          f"(this run's recipe is {config.recipe.name!r})")
     ckpt_dir = run_dir / "checkpoints"
     source = DirectorySource(ckpt_dir, model=config.recipe.model)
     stages = pd.read_csv(stages_path)

@@ -11,7 +11,9 @@ HEADER = """# Configuration reference
 
 Every key of a run config, its default and its meaning, generated from `devinterp/config.py` by
 `python scripts/gen_config_docs.py`. Keys are dotted paths into the YAML file: `recipe.train.lr`
-is `lr:` under `train:` under `recipe:`.
+is `lr:` under `train:` under `recipe:`. The `recipe` section depends on `recipe.name`: the keys of the
+default recipe (`induction`) are listed as `recipe.…`, those of the other recipes as `recipe[<name>].…`
+(in the YAML file they are still plain `recipe.…` keys under `recipe: {name: <name>, …}`).
 
 """
 

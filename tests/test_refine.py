@@ -93,3 +93,46 @@ def test_sweep_renumbers_checkpoints_when_the_source_gains_some(tiny_run, tmp_pa
     from devinterp.results import load_results
 
     assert load_results(tmp_path / "tiny").metrics.sort_values("step")["checkpoint"].tolist() == list(range(len(index)))
+
+
+def test_refine_end_to_end_on_a_tiny_run(tiny_run, tmp_path):
+    """The whole command on a real (tiny) run, from a stages table naming one boundary: the window
+    around it gets new checkpoints, retrained and then measured with the run's frozen SGLD settings
+    (only those are measured), detection and the report rerun, and the manifest records it all.
+    (Whether the boundary itself sharpens depends on the run; BENCHMARKS.md has the quickstart.)"""
+    import json
+
+    import devinterp
+    from devinterp.manifest import read_manifest
+
+    config, out = tiny_run
+    run_dir = tmp_path / "tiny"
+    devinterp.run(config, tmp_path, progress=False)
+    steps = DirectorySource(run_dir / "checkpoints").steps  # [0, 1, 3, 12, 40, 80, 120]
+    old_files = {p.name: p.stat().st_mtime_ns for p in (run_dir / "metrics").glob("*.parquet")}
+    settings_before = (run_dir / "llc_settings.json").read_text()
+    # a boundary at 40 with interval 40..40: the window is 12..80
+    pd.DataFrame([{"run": "tiny", "stage": 1, "start_step": 0, "end_step": 40, "type": "A", "boundary_lo": 0,
+                   "boundary_hi": 0},
+                  {"run": "tiny", "stage": 2, "start_step": 40, "end_step": 120, "type": "B", "boundary_lo": 40,
+                   "boundary_hi": 40}]).to_csv(run_dir / "stages.csv", index=False)
+    refine(run_dir, points=5, progress=False)
+
+    info = read_manifest(run_dir)["refine"]
+    assert info["windows"] == [[12, 80]]
+    new = info["new_steps"]
+    assert new and all(12 < s < 80 and s not in steps for s in new)
+    after = DirectorySource(run_dir / "checkpoints").steps
+    assert after == sorted(steps + new)
+    metrics = devinterp.load_results(run_dir).metrics
+    assert set(metrics["step"]) == set(after)  # every group measured at the new checkpoints
+    assert metrics.groupby("step")["metric"].nunique().nunique() == 1
+    assert metrics.sort_values("step").drop_duplicates("step")["checkpoint"].tolist() == list(range(len(after)))
+    assert (run_dir / "llc_settings.json").read_text() == settings_before  # the frozen settings were reused
+    unchanged = {p.name for p in (run_dir / "metrics").glob("*.parquet")
+                 if old_files.get(p.name) == p.stat().st_mtime_ns}
+    rewritten = set(old_files) - unchanged  # only renumbered files of later checkpoints were rewritten
+    assert all(int(name.split("__")[0]) >= 40 for name in rewritten)
+    assert pd.read_csv(run_dir / "stages_before_refine.csv")["start_step"].tolist() == [0, 40]
+    assert "Refined boundaries" in (run_dir / "report.html").read_text()
+    assert json.loads((run_dir / "manifest.json").read_text())["refine"]["points"] == 5

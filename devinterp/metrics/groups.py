@@ -58,7 +58,7 @@ def measure_llc(models: CheckpointModels, data: SweepData) -> list[dict]:
     and one row per chain."""
     from devinterp.llc import estimate_llc
 
-    result = estimate_llc(models.fast, data.llc_batches, next_token_loss, settings=data.llc_settings)
+    result = estimate_llc(models.fast, data.llc_batches, data.loss_fn, settings=data.llc_settings)
     reason = "; ".join(result.reasons)
     rows = [row("llc", result.llc, stderr=result.stderr, healthy=bool(result.healthy), reason=reason,
                 init_loss=result.init_loss, nbeta=result.nbeta)]
@@ -113,6 +113,18 @@ def measure_token_loss(models: CheckpointModels, data: SweepData) -> list[dict]:
     return [row("token_loss", v, token=i) for i, v in enumerate(values)]
 
 
+@torch.no_grad()
+def measure_position_loss(models: CheckpointModels, data: SweepData) -> list[dict]:
+    """Held-out loss at each context position (icl-regression: the squared error of predicting y_k
+    after k-1 examples), with its standard error across sequences: one row per position, metric
+    ``position_loss`` and an extra integer column ``position`` (0-based: examples seen before it)."""
+    losses = models.heldout_losses(data.eval_batches)
+    n = losses.shape[0]
+    means, sds = losses.mean(dim=0), losses.std(dim=0)
+    return [row("position_loss", means[k], stderr=float(sds[k] / n ** 0.5) if n > 1 else None, position=k)
+            for k in range(losses.shape[1])]
+
+
 GROUPS: dict[str, Callable[[CheckpointModels, SweepData], list[dict]]] = {
     "loss": measure_loss,
     "icl_score": measure_icl,
@@ -120,4 +132,5 @@ GROUPS: dict[str, Callable[[CheckpointModels, SweepData], list[dict]]] = {
     "llc": measure_llc,
     "head_llc": measure_head_llc,
     "token_loss": measure_token_loss,
+    "position_loss": measure_position_loss,
 }

@@ -69,17 +69,9 @@ class AttnOnlyTransformer(nn.Module):
     @classmethod
     def from_state_dict(cls, cfg: ModelConfig, state_dict: dict[str, Tensor]) -> "AttnOnlyTransformer":
         """Build from a bridge (or checkpoint) state dict; raises ValueError on missing/odd keys or shapes."""
-        model = cls(cfg)
-        own = model.state_dict()
-        missing = sorted(set(own) - set(state_dict))
-        unexpected = sorted(set(state_dict) - set(own))
-        if missing or unexpected:
-            raise ValueError(f"state dict does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
-        for k, v in state_dict.items():
-            if tuple(v.shape) != tuple(own[k].shape):
-                raise ValueError(f"parameter {k}: shape {tuple(v.shape)} in the checkpoint, {tuple(own[k].shape)} expected")
-        model.load_state_dict({k: v.float() for k, v in state_dict.items()})
-        return model
+        from devinterp.models.loading import load_checked
+
+        return load_checked(cls(cfg), state_dict)
 
     def forward(self, tokens: Tensor) -> Tensor:
         pos = torch.arange(tokens.shape[-1], device=tokens.device)

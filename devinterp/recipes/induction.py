@@ -19,7 +19,7 @@ from devinterp.checkpoints import DirectorySource, save_checkpoint
 from devinterp.config import RunConfig
 from devinterp.models.attn_only import build_bridge
 from devinterp.recipes.data import induction_batch
-from devinterp.recipes.schedule import checkpoint_schedule
+from devinterp.recipes.schedule import checkpoint_schedule, checkpoints_complete
 
 
 TRAIN_STATE_SUFFIX = ".train_state.pt"
@@ -44,10 +44,8 @@ def train_induction(config: RunConfig, run_dir: str | Path, progress: bool = Tru
     steps = checkpoint_schedule(recipe.train.steps, recipe.train.schedule)
     recipe_hash = _recipe_hash(config)
     index_path = ckpt_dir / "index.csv"
-    if index_path.is_file():
-        index = pd.read_csv(index_path)
-        if _index_complete(index, steps, ckpt_dir, recipe_hash):
-            return DirectorySource(ckpt_dir, model=recipe.model)
+    if checkpoints_complete(ckpt_dir, steps, recipe_hash):
+        return DirectorySource(ckpt_dir, model=recipe.model)
 
     torch.set_num_threads(config.sweep.threads)
     torch.manual_seed(recipe.train.seed)
@@ -144,14 +142,6 @@ def _recipe_hash(config: RunConfig) -> str:
     from devinterp.config import config_hash
 
     return config_hash(config.recipe)
-
-
-def _index_complete(index: pd.DataFrame, steps: list[int], ckpt_dir: Path, recipe_hash: str) -> bool:
-    if "recipe_hash" not in index.columns or set(index["recipe_hash"].astype(str)) != {recipe_hash}:
-        return False
-    if not set(steps) <= set(index["step"].tolist()):  # refine may have added checkpoints in between
-        return False
-    return all((ckpt_dir / f).is_file() for f in index["file"])
 
 
 __all__ = ["resume_induction", "train_induction", "train_state_path"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from devinterp.config import ScheduleConfig
@@ -16,3 +18,20 @@ def checkpoint_schedule(total_steps: int, schedule: ScheduleConfig) -> list[int]
         steps.update(int(s) for s in np.unique(np.round(np.geomspace(1, switch, schedule.n_log, endpoint=False))))
     steps.update(range(switch, total_steps + 1, schedule.linear_every))
     return sorted(s for s in steps if 0 <= s <= total_steps)
+
+
+def checkpoints_complete(ckpt_dir: Path, steps: list[int], recipe_hash: str) -> bool:
+    """Whether ``ckpt_dir/index.csv`` already lists every scheduled step (more are fine: ``refine``
+    adds some), all written by this very recipe (``recipe_hash``) and all present on disk: then a
+    recipe has nothing to train."""
+    import pandas as pd
+
+    index_path = Path(ckpt_dir) / "index.csv"
+    if not index_path.is_file():
+        return False
+    index = pd.read_csv(index_path)
+    if "recipe_hash" not in index.columns or set(index["recipe_hash"].astype(str)) != {recipe_hash}:
+        return False
+    if not set(steps) <= set(index["step"].tolist()):
+        return False
+    return all((Path(ckpt_dir) / f).is_file() for f in index["file"])

@@ -21,9 +21,16 @@ FILE = "llc_settings.json"
 
 
 def probe_checkpoints(source) -> list:
-    """First, middle and last checkpoints (fewer when the run is shorter)."""
+    """First, middle and last checkpoints (fewer when the run is shorter), the middle taken both by
+    index and by step: with log-spaced checkpoints the middle by index is early in training, and a
+    setting that works there and at both ends can still diverge mid-run (measured on the
+    icl-regression recipe: an epsilon chosen at steps 0, 186 and 20,000 gave NaN at 9 of 36
+    checkpoints, all mid-run)."""
     ckpts = list(source)
-    picks = {0, len(ckpts) // 2, len(ckpts) - 1}
+    steps = [c.step for c in ckpts]
+    mid_step = (steps[0] + steps[-1]) / 2
+    by_step = min(range(len(ckpts)), key=lambda i: abs(steps[i] - mid_step))
+    picks = {0, len(ckpts) // 2, by_step, len(ckpts) - 1}
     return [ckpts[i] for i in sorted(picks)]
 
 
@@ -46,22 +53,28 @@ def frozen_llc_settings(source, config: RunConfig, run_dir: str | Path) -> LLCSe
 
 
 def _calibrate(source, config: RunConfig, path: Path) -> LLCSettings:
+    import torch
+
     from devinterp.llc import CalibrationError, calibrate_llc
-    from devinterp.metrics.losses import next_token_loss
-    from devinterp.models.attn_only import AttnOnlyTransformer
+    from devinterp.models.families import family
     from devinterp.sweep.runner import sweep_data
 
     data = sweep_data(config, source)
     probes = probe_checkpoints(source)
-    models = [AttnOnlyTransformer.from_state_dict(data.model, source.load(c)).to(config.device) for c in probes]
+    build = family(data.model).build_fast
+    models = [build(data.model, source.load(c)).to(config.device) for c in probes]
     steps = [c.step for c in probes]
     log.info("calibrating SGLD at steps %s", steps)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(config.sweep.threads)  # as the sweep's hot loops (REFERENCE.md §4: 2 threads can be 100x slower)
     try:
-        chosen = calibrate_llc(models, data.llc_batches, next_token_loss, settings=config.sweep.llc)
+        chosen = calibrate_llc(models, data.llc_batches, data.loss_fn, settings=config.sweep.llc)
     except CalibrationError as err:
         _io.write_json(path.with_name("llc_calibration_failed.json"),
                        {"probed_steps": steps, "error": str(err), "table": getattr(err, "table", None)})
         raise
+    finally:
+        torch.set_num_threads(threads)
     settings = LLCSettings.model_validate(chosen.model_dump())
     _io.write_json(path, {"settings": settings.model_dump(), "calibration": chosen.table,
                           "choice": chosen.choice, "probed_steps": steps})

@@ -24,8 +24,9 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from devinterp.checkpoints import Checkpoint, CheckpointError, CheckpointSource
-from devinterp.config import ModelConfig, RunConfig, config_hash
+from devinterp.config import MODEL_FAMILIES, AnyModelConfig, RunConfig, config_hash
 from devinterp.manifest import environment, read_manifest, update_manifest
+from devinterp.recipes.registry import HEAD_SEED_OFFSET, LLC_SEED_OFFSET, check_family  # noqa: F401 (offsets re-exported)
 from devinterp.sweep.errors import SweepFailed, SweepLocked
 from devinterp.sweep.store import MetricStore
 
@@ -34,28 +35,21 @@ if TYPE_CHECKING:  # torch and the metrics load on first use: resuming a finishe
 
 log = logging.getLogger("devinterp.sweep")
 
-# Offsets from sweep.eval_seed for each data set, so they never share a random stream.
-HEAD_SEED_OFFSET, LLC_SEED_OFFSET = 1, 2
+MODEL_CONFIGS = tuple(MODEL_FAMILIES.values())
 
 
-def sweep_data(config: RunConfig, source: CheckpointSource | ModelConfig) -> SweepData:
+def sweep_data(config: RunConfig, source: CheckpointSource | AnyModelConfig) -> SweepData:
     """The data every checkpoint is measured on (fixed seeds: common random numbers).
 
     A pure function of the config and the model config: every worker process builds the same data.
+    What data, and which loss, depend on the recipe and its model family
+    (:func:`devinterp.recipes.registry.sweep_data`); raises
+    :class:`~devinterp.recipes.registry.FamilyMismatch` when the checkpoints are of another family.
     """
-    from devinterp.metrics import SweepData
-    from devinterp.metrics.heads import repeated_random_tokens
-    from devinterp.recipes.data import fixed_batches
+    from devinterp.recipes.registry import sweep_data as recipe_sweep_data
 
-    model = source if isinstance(source, ModelConfig) else source.model_config()
-    s, recipe = config.sweep, config.recipe
-    eval_batches = fixed_batches(s.eval_sequences, s.eval_batch_size, model.n_ctx, model.d_vocab, recipe.data, s.eval_seed)
-    head_tokens = repeated_random_tokens(s.head_sequences, model.n_ctx // 2, model.d_vocab, s.eval_seed + HEAD_SEED_OFFSET)
-    llc_batches = fixed_batches(
-        s.llc_sequences, s.llc.batch_size, model.n_ctx, model.d_vocab, recipe.data, s.eval_seed + LLC_SEED_OFFSET
-    )
-    return SweepData(model=model, eval_batches=eval_batches, head_tokens=head_tokens, llc_batches=llc_batches,
-                     llc_settings=s.llc, device=config.device, sweep=s)
+    model = source if isinstance(source, MODEL_CONFIGS) else source.model_config()
+    return recipe_sweep_data(config, model)
 
 
 # --------------------------------------------------------------------------------------------
@@ -99,29 +93,25 @@ class CheckpointResult:
 
 
 class _Context:
-    """Per-process cache: the sweep data and one TransformerLens bridge (reloaded per checkpoint;
-    never deep-copied, REFERENCE.md §4)."""
+    """Per-process cache: the sweep data, the model family, and (attention-only family) one
+    TransformerLens bridge reloaded per checkpoint (never deep-copied, REFERENCE.md §4)."""
 
-    def __init__(self, config: RunConfig, model: ModelConfig):
+    def __init__(self, config: RunConfig, model: AnyModelConfig):
+        from devinterp.models.families import family
+
         self.data = sweep_data(config, model)
         self.device = config.device
-        self._bridge = None
-
-    def bridge(self, state_dict):
-        if self._bridge is None:
-            from devinterp.models.attn_only import build_bridge
-
-            self._bridge = build_bridge(self.data.model, device=self.device)
-        self._bridge.load_state_dict(state_dict)
-        return self._bridge
+        self.family = family(model)
+        self.bridge = (self.family.build_reference(self.data.model, self.device)
+                       if self.family.build_reference is not None else None)
 
 
 _CONTEXTS: dict[tuple, _Context] = {}
 
 
-def _context(config: RunConfig, model: ModelConfig) -> _Context:
+def _context(config: RunConfig, model: AnyModelConfig) -> _Context:
     key = (config_hash(config.sweep.model_copy(update={"executor": type(config.sweep.executor)(), "strict": False})),
-           config_hash(config.recipe.data), model.model_dump_json(), config.device)
+           config_hash(config.recipe), type(model).__name__, model.model_dump_json(), config.device)
     if key not in _CONTEXTS:
         _CONTEXTS.clear()  # one sweep at a time per process: keep memory bounded
         _CONTEXTS[key] = _Context(config, model)
@@ -136,7 +126,7 @@ def measure_checkpoint(
     source: CheckpointSource,
     task: CheckpointTask,
     config: RunConfig,
-    model: ModelConfig | None = None,
+    model: AnyModelConfig | None = None,
     on_group: Callable[[str, list[dict]], None] | None = None,
 ) -> CheckpointResult:
     """Measure ``task.groups`` at one checkpoint; never raises for a bad checkpoint or a failing group.
@@ -147,7 +137,6 @@ def measure_checkpoint(
     executor uses it to write each group as soon as it exists).
     """
     from devinterp.metrics import GROUPS, CheckpointModels
-    from devinterp.models.attn_only import AttnOnlyTransformer
 
     t0, c0 = time.perf_counter(), time.process_time()
     result = CheckpointResult(task.index, task.step, worker=worker_name())
@@ -167,11 +156,12 @@ def measure_checkpoint(
         result.errors["load"] = f"{task.checkpoint.path}: {type(err).__name__}: {err}"
         return done()
     try:
-        fast = AttnOnlyTransformer.from_state_dict(ctx.data.model, state_dict).to(config.device).eval()
+        fast = ctx.family.build_fast(ctx.data.model, state_dict).to(config.device).eval()
     except (ValueError, RuntimeError) as err:  # wrong shapes or keys: name the checkpoint
         result.errors["load"] = f"{task.checkpoint.path}: {err}"
         return done()
-    models = CheckpointModels(state_dict=state_dict, fast=fast, _bridge_factory=ctx.bridge)
+    models = CheckpointModels(state_dict=state_dict, fast=fast, _bridge_factory=ctx.bridge,
+                              heldout_fn=ctx.data.heldout_fn)
     for group in task.groups:
         try:
             rows = GROUPS[group](models, ctx.data)
@@ -190,7 +180,7 @@ def measure_checkpoint(
 
 
 @contextmanager
-def _exclusive(run_dir: Path):
+def exclusive_lock(run_dir: Path):
     """Hold ``run_dir/.sweep.lock`` (an advisory lock the OS drops when the process dies, even by
     SIGKILL) so two sweeps never write one folder; no-op where fcntl is missing."""
     try:
@@ -247,11 +237,13 @@ def run_sweep(
     strict = config.sweep.strict if strict is None else strict
     store = MetricStore(run_dir)
     groups = list(dict.fromkeys(config.sweep.metrics))
-    with _exclusive(run_dir):
+    with exclusive_lock(run_dir):
         removed = store.clean_temp()
         if removed:
             log.info("removed %d temp file(s) left by an interrupted write", removed)
         tasks = plan(source, groups, store)
+        if tasks:  # something to measure: the checkpoints must be of the recipe's model family
+            check_family(config, source.model_config())
         if "llc" in groups and tasks:
             from devinterp.sweep.calibration import frozen_llc_settings
 

@@ -209,11 +209,11 @@ def test_leftover_temp_files_are_ignored_and_cleaned(tiny_run, cheap, tmp_path):
 
 def test_a_second_sweep_into_the_same_folder_is_refused_while_one_runs(tiny_run, cheap, tmp_path):
     from devinterp.sweep import SweepLocked
-    from devinterp.sweep.runner import _exclusive
+    from devinterp.sweep.runner import exclusive_lock
 
     _, out = tiny_run
     config = cheap.model_copy(update={"checkpoints": out / "tiny" / "checkpoints"})
-    with _exclusive(tmp_path / "tiny"):
+    with exclusive_lock(tmp_path / "tiny"):
         with pytest.raises(SweepLocked, match="another sweep"):
             sweep(checkpoint_source(config, tmp_path), config, tmp_path, progress=False)
     sweep(checkpoint_source(config, tmp_path), config, tmp_path, progress=False)  # lock released

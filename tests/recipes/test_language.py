@@ -1,0 +1,191 @@
+"""Recipe 'language': the synthetic text generator (Zipf unigrams, bigram/trigram tables, copied
+spans), the paper-size config, and a tiny training + sweep through the pipeline."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from devinterp.config import LanguageDataConfig, parse_config
+from devinterp.recipes.language import (
+    copy_spans,
+    fixed_language_batches,
+    language_batch,
+    language_tables,
+    markov_text,
+    zipf_probabilities,
+)
+
+V = 300
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def test_shapes_range_and_seeding():
+    data = LanguageDataConfig(span_min=4, span_max=8)
+    x = language_batch(5, 40, V, data, _gen(1))
+    assert x.shape == (5, 40) and x.dtype == torch.long
+    assert int(x.min()) >= 0 and int(x.max()) < V
+    assert torch.equal(x, language_batch(5, 40, V, data, _gen(1)))
+    assert not torch.equal(x, language_batch(5, 40, V, data, _gen(2)))
+    batches = fixed_language_batches(10, 4, 40, V, data, seed=3)
+    assert [tuple(b.shape) for b in batches] == [(4, 40), (4, 40), (2, 40)]
+
+
+def test_unigram_draws_follow_zipf_with_the_configured_exponent():
+    for s in (0.8, 1.2):
+        data = LanguageDataConfig(zipf_exponent=s, bigram_prob=0.0, trigram_prob=0.0, n_copies=0)
+        x = markov_text(400, 250, V, data, _gen(5))  # 100k i.i.d. unigram draws
+        counts = np.sort(np.bincount(x.flatten().numpy(), minlength=V))[::-1]
+        ranks = np.arange(1, 41)
+        slope = np.polyfit(np.log(ranks), np.log(counts[:40]), 1)[0]
+        assert slope == pytest.approx(-s, abs=0.08)
+        # the frequency of each token matches its table probability (chi-square-sized tolerance)
+        p = language_tables(V, data).unigram.numpy()
+        freq = np.bincount(x.flatten().numpy(), minlength=V) / x.numel()
+        top = np.argsort(p)[::-1][:10]
+        assert np.all(np.abs(freq[top] - p[top]) < 5 * np.sqrt(p[top] / x.numel()))
+    probs = zipf_probabilities(4, 1.0)
+    torch.testing.assert_close(probs, torch.tensor([1, 1 / 2, 1 / 3, 1 / 4], dtype=torch.float64) / (25 / 12))
+
+
+def test_bigram_and_trigram_tables_are_followed():
+    data = LanguageDataConfig(bigram_prob=1.0, trigram_prob=0.0, n_copies=0, bigram_successors=5)
+    tables = language_tables(V, data)
+    x = markov_text(50, 60, V, data, _gen(7))
+    succ = tables.successors
+    for b in range(50):
+        for t in range(1, 60):
+            assert int(x[b, t]) in set(succ[int(x[b, t - 1])].tolist())
+    # trigram rules fire wherever the previous pair has one (trigram_prob 1)
+    data = LanguageDataConfig(bigram_prob=1.0, trigram_prob=1.0, n_copies=0, bigram_successors=5,
+                              trigram_contexts=400)
+    tables = language_tables(V, data)
+    x = markov_text(200, 60, V, data, _gen(8))
+    rules = dict(zip(tables.trigram_keys.tolist(), tables.trigram_next.tolist()))
+    fired = 0
+    for b in range(200):
+        for t in range(2, 60):
+            key = int(x[b, t - 2]) * V + int(x[b, t - 1])
+            if key in rules:
+                assert int(x[b, t]) == rules[key]
+                fired += 1
+    assert fired > 500  # the rules sit on frequent pairs, so they matter
+
+
+def test_n_gram_structure_lowers_the_conditional_entropy():
+    """The bigram table makes the next token far more predictable from the previous one than from
+    unigram statistics alone (plug-in entropies on 200k tokens)."""
+    data = LanguageDataConfig(n_copies=0)
+    x = markov_text(800, 250, V, data, _gen(9)).numpy()
+    prev, nxt = x[:, :-1].ravel(), x[:, 1:].ravel()
+    p1 = np.bincount(nxt, minlength=V) / nxt.size
+    h1 = -np.sum(p1[p1 > 0] * np.log(p1[p1 > 0]))
+    joint = np.bincount(prev * V + nxt, minlength=V * V).reshape(V, V) / nxt.size
+    pa = joint.sum(1, keepdims=True)
+    nz = joint > 0
+    h2 = -np.sum(joint[nz] * np.log((joint / np.where(pa > 0, pa, 1))[nz]))
+    assert h2 < h1 - 0.5
+
+
+def test_repeated_spans_are_copies_from_earlier():
+    data = LanguageDataConfig(n_copies=1, copy_prob=1.0, span_min=5, span_max=12)
+    x = markov_text(100, 64, V, data, _gen(10))
+    y, spans = copy_spans(x, data, _gen(11))
+    for b in range(100):
+        i, j, s = spans[b, 0].tolist()
+        assert 5 <= s <= 12 and i + s <= j and j + s <= 64
+        assert torch.equal(y[b, j:j + s], x[b, i:i + s])
+        outside = torch.ones(64, dtype=torch.bool)
+        outside[j:j + s] = False
+        assert torch.equal(y[b, outside], x[b, outside])  # nothing else changed
+    # several spans, written in turn: the last one is an exact copy in the final text; skipped spans
+    data = LanguageDataConfig(n_copies=4, copy_prob=0.5, span_min=4, span_max=8)
+    y, spans = language_batch(200, 64, V, data, _gen(12), return_spans=True)
+    kept = (spans[:, :, 2] > 0).float().mean().item()
+    assert abs(kept - 0.5) < 5 * math.sqrt(0.25 / 800)
+    for b in range(200):
+        i, j, s = spans[b, -1].tolist()
+        if s:
+            assert torch.equal(y[b, j:j + s], y[b, i:i + s])  # source and destination never overlap
+
+
+def test_paper_config_loads_with_the_papers_architecture():
+    from devinterp.config import load_config
+
+    cfg = load_config("configs/induction-paper.yaml")
+    m = cfg.recipe.model
+    assert cfg.recipe.name == "language" and cfg.device == "cuda"
+    assert (m.n_layers, m.n_heads, m.d_model, m.d_head, m.n_ctx, m.d_vocab) == (2, 8, 256, 32, 1024, 5000)
+    t = cfg.recipe.train
+    assert (t.lr, t.weight_decay, t.batch_size, t.steps) == (1e-3, 0.05, 100, 50000)
+    assert {"heads", "icl_score", "llc", "loss"} <= set(cfg.sweep.metrics)
+
+
+TINY_LANG = {
+    "name": "langtiny",
+    "recipe": {
+        "name": "language",
+        "model": {"n_layers": 2, "n_heads": 2, "d_model": 32, "d_head": 16, "n_ctx": 32, "d_vocab": 64},
+        "data": {"span_min": 4, "span_max": 8, "trigram_contexts": 64},
+        "train": {"steps": 80, "batch_size": 16, "lr": 0.003,
+                  "schedule": {"n_log": 3, "switch_step": 40, "linear_every": 40}},
+    },
+    "sweep": {"metrics": ["loss", "icl_score", "heads", "llc"], "eval_sequences": 32, "eval_batch_size": 16,
+              "head_sequences": 8, "llc_sequences": 64,
+              "llc": {"chains": 2, "draws": 8, "burnin": 4, "batch_size": 16, "init_loss_batches": 2}},
+    "detect": {"bootstrap": 3},
+}
+
+
+def test_tiny_language_run_end_to_end(tmp_path):
+    import devinterp
+    from devinterp.checkpoints import DirectorySource
+    from devinterp.config import ModelConfig
+
+    torch.set_num_threads(1)
+    config = parse_config(TINY_LANG, "tests/recipes/test_language.py:TINY_LANG")
+    results = devinterp.run(config, tmp_path, progress=False)
+    m = results.metrics
+    assert {"loss", "icl_score", "prev_token", "induction", "llc"} <= set(m["metric"])
+    loss = m[m["metric"] == "loss"].set_index("step")["value"]
+    assert loss[80] < loss[0] - 0.2  # n-gram statistics are learned within 80 steps
+    src = DirectorySource(tmp_path / "langtiny" / "checkpoints")
+    assert isinstance(src.model_config(), ModelConfig) and src.model_config() == config.recipe.model
+    # the checkpoints load into the TransformerLens bridge (same parameter names) and agree with the fast model
+    from devinterp.models.attn_only import AttnOnlyTransformer, build_bridge
+
+    sd = src.load(src.checkpoints[-1])
+    tokens = fixed_language_batches(2, 2, 32, 64, config.recipe.data, seed=0)[0]
+    bridge = build_bridge(config.recipe.model, state_dict=sd)
+    fast = AttnOnlyTransformer.from_state_dict(config.recipe.model, sd)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(tokens), bridge(tokens), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_reproduction_script_runs_tiny(tmp_path, capsys):
+    """scripts/reproduce_induction_paper.py --tiny: the paper config with a tiny model, end to end on the CPU."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "reproduce_induction_paper.py"
+    spec = importlib.util.spec_from_file_location("reproduce_induction_paper", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    torch.set_num_threads(1)
+    assert mod.main(["--tiny", "--out", str(tmp_path), "-q", "--markdown", str(tmp_path / "r.md")]) == 0
+    text = capsys.readouterr().out
+    assert "| 1 | LM1 |" in text and "previous-token head L0H" in text and "induction head L1H" in text
+    assert (tmp_path / "induction-paper-tiny" / "report.html").is_file()
+    # the formation step is where a head made half its rise
+    import pandas as pd
+
+    wide = pd.DataFrame({"L0H0": [0.1, 0.2, 0.5, 0.9, 0.8], "L0H1": [0.0, 0.1, 0.1, 0.1, 0.1]},
+                        index=[0, 10, 20, 30, 40])
+    assert mod.formation_step(wide, 0) == ("L0H0", 20, 0.1, 0.9)
