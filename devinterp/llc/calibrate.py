@@ -15,6 +15,9 @@ Rule (REFERENCE.md §1.5):
    epsilon whose chains pass the sampler checks at **every** probed model is chosen. Sampler checks =
    every diagnostic except ``negative``: a negative LLC says w* is not a minimum (an early
    checkpoint), which no step size can change; it is recorded in the table, not used to choose.
+   A probed model whose estimate is ``negative`` is therefore left out of the decision for that
+   candidate (its chains descend, so its trend checks fail whatever the step size; e.g. step 0 of
+   a run, the random initialization); at least one probed model must be at a minimum and pass.
    A run also must keep the mean drift step small next to the noise step: drift/noise ratio
    |(eps/2)(nbeta g + gamma (w - w*))| / |sqrt(eps) xi| <= ``max_drift_ratio`` (default 0.1) after
    burn-in. Why: near the stability limit SGLD's discretization (and, with minibatches, the gradient
@@ -26,7 +29,8 @@ Rule (REFERENCE.md §1.5):
 4. The chosen epsilon is then divided by ``safety`` (default 1: none).
 
 Cost: each candidate is first screened by a short run (``screen_steps`` steps, half burn-in) at the
-first model; a candidate that already goes non-finite or exceeds the drift ratio there is recorded
+last model (in a sweep the latest checkpoint, the likeliest to sit at a minimum, where the drift
+ratio means what rule 3 says); a candidate that already goes non-finite or exceeds the drift ratio there is recorded
 (``screened``) and skipped without the full-length runs.
 
 Returns a :class:`CalibratedSettings`: an ``LLCSettings`` (use it wherever settings are expected)
@@ -146,13 +150,13 @@ def calibrate_llc(
         for eps in eps_grid:
             if screen_steps > 0:
                 half = max(screen_steps // 2, 1)
-                pre = estimate_llc(models[0], data, loss_fn, settings=base, n=n, device=device, param_mask=param_mask,
+                pre = estimate_llc(models[-1], data, loss_fn, settings=base, n=n, device=device, param_mask=param_mask,
                                    epsilon=eps, gamma=gamma, burnin=half, draws=half, thin=1)
                 ratio = pre.diagnostics.get("drift_noise_ratio", float("nan"))
                 nonfinite = any(r.startswith("nonfinite") for r in pre.reasons)
                 if nonfinite or ratio > max_drift_ratio:
                     table.append({
-                        "gamma": gamma, "delta": gamma / math.sqrt(nbeta), "epsilon": eps, "model": 0,
+                        "gamma": gamma, "delta": gamma / math.sqrt(nbeta), "epsilon": eps, "model": len(models) - 1,
                         "llc": pre.llc, "stderr": pre.stderr, "init_loss": pre.init_loss,
                         "mean_loss": float(pre.loss_trace.mean()), "healthy": False, "passed": False,
                         "reasons": "screened: " + ("non-finite" if nonfinite else f"drift/noise ratio {ratio:.3g} > {max_drift_ratio:g}")
@@ -162,36 +166,47 @@ def calibrate_llc(
                     if log is not None:
                         log(f"gamma={gamma:.4g} eps={eps:.3g}: {table[-1]['reasons']}")
                     continue
-            ok = True
+            ok, judged = True, 0
             for i, model in enumerate(models):
                 res = estimate_llc(model, data, loss_fn, settings=base, n=n, device=device, param_mask=param_mask,
                                    epsilon=eps, gamma=gamma)
                 fails = _sampler_failures(res.reasons)
                 ratio = res.diagnostics.get("drift_noise_ratio", float("nan"))
-                if not fails and not ratio <= max_drift_ratio:
+                not_a_minimum = any(r.startswith("negative") for r in res.reasons)
+                if not_a_minimum:
+                    fails = []  # no step size makes a descent stationary: this model cannot judge epsilon
+                elif not fails and not ratio <= max_drift_ratio:
                     fails = [f"drift_ratio: drift/noise step ratio {ratio:.3g} > {max_drift_ratio:g} (epsilon too large)"]
+                judged += not not_a_minimum
                 table.append({
                     "gamma": gamma, "delta": gamma / math.sqrt(nbeta), "epsilon": eps, "model": i,
                     "llc": res.llc, "stderr": res.stderr, "init_loss": res.init_loss,
                     "mean_loss": float(res.loss_trace.mean()), "healthy": res.healthy,
-                    "passed": not fails, "reasons": "; ".join(res.reasons + [f for f in fails if f not in res.reasons]),
+                    "passed": None if not_a_minimum else not fails,
+                    "reasons": ("not at a minimum, left out: " if not_a_minimum else "")
+                    + "; ".join(res.reasons + [f for f in fails if f not in res.reasons]),
                     "drift_noise_ratio": ratio,
                     "rhat": res.diagnostics.get("rhat", float("nan")), "seconds": res.seconds,
                 })
                 if log is not None:
                     r = table[-1]
+                    verdict = ("not at a minimum (left out)" if not_a_minimum else
+                               "ok" if not fails else "; ".join(f.split(":")[0] for f in fails))
                     log(f"gamma={gamma:.4g} eps={eps:.3g} model={i}: llc={r['llc']:.4g}±{r['stderr']:.2g} "
-                        f"ratio={r['drift_noise_ratio']:.3g} {'ok' if not fails else '; '.join(f.split(':')[0] for f in fails)}")
+                        f"ratio={r['drift_noise_ratio']:.3g} {verdict}")
                 if fails:
                     ok = False
                     break
-            if ok:
+            if ok and judged:
                 chosen_eps = eps / safety
                 out = CalibratedSettings.model_validate({**base.model_dump(), "epsilon": chosen_eps, "gamma": gamma})
                 out._table = table
                 out._choice = (
                     f"epsilon={chosen_eps:.3g} (largest of {len(eps_grid)} tried whose chains passed the sampler checks and "
-                    f"drift-ratio limit at all {len(models)} models{', divided by safety ' + str(safety) if safety != 1 else ''}),"
+                    + (f"drift-ratio limit at all {len(models)} models" if judged == len(models) else
+                       f"drift-ratio limit at the {judged} of {len(models)} models at a minimum "
+                       f"({len(models) - judged} not at one, left out)") +
+                    f"{', divided by safety ' + str(safety) if safety != 1 else ''}),"
                     f" gamma={gamma:.4g} (smallest passing; delta=gamma/sqrt(nbeta)={gamma / math.sqrt(nbeta):.3g}),"
                     f" nbeta={nbeta:.4g}"
                 )

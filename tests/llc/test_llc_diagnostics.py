@@ -92,3 +92,22 @@ def test_calibration_falls_back_to_stronger_localization_and_says_so():
     assert "biases the absolute LLC low" in chosen.choice
     with pytest.raises(CalibrationError, match="gammas"):
         calibrate_llc(Potential(2), [None], loss, fallback_deltas=(), **kw)
+
+
+def test_calibration_leaves_out_models_that_are_not_at_a_minimum():
+    """A probed model off its minimum (like step 0 of a run) descends under SGLD at every step size:
+    it is recorded as 'not at a minimum' and left out of the choice; alone it cannot calibrate."""
+    from devinterp.llc import CalibrationError, calibrate_llc
+
+    at_min, data = regression_problem(3, 2)
+    off, _ = regression_problem(3, 2)
+    with torch.no_grad():
+        off.weight.add_(0.5)
+    kw = dict(chains=4, burnin=300, draws=600, batch_size=1000, init_loss_batches=1,
+              epsilons=[2.5e-4, 2e-4, 1.5e-4], fallback_deltas=())
+    chosen = calibrate_llc([off, at_min], data, half_mse, **kw)
+    left_out = [r for r in chosen.table if r["model"] == 0 and str(r["reasons"]).startswith("not at a minimum")]
+    assert left_out and all(r["passed"] is None and r["llc"] < 0 for r in left_out)
+    assert "not at one, left out" in chosen.choice
+    with pytest.raises(CalibrationError):
+        calibrate_llc([off], data, half_mse, **kw)
