@@ -132,7 +132,7 @@ def refine(run_dir: str | Path, *, boundaries: list[int] | None = None, points: 
             continue
         if not train_state_path(ckpt_dir, a).is_file():
             raise RefineError(f"{train_state_path(ckpt_dir, a)}: missing; the run was trained without "
-                              "train.save_train_state, so training cannot resume at step {a}")
+                              f"train.save_train_state, so training cannot resume at step {a}")
         log.info("refining %d..%d with %d new checkpoints", a, b, len(wanted))
         rows = resume_induction(config, run_dir, a, wanted, progress=progress)
         added += [r["step"] for r in rows]

@@ -136,3 +136,18 @@ def test_refine_end_to_end_on_a_tiny_run(tiny_run, tmp_path):
     assert pd.read_csv(run_dir / "stages_before_refine.csv")["start_step"].tolist() == [0, 40]
     assert "Refined boundaries" in (run_dir / "report.html").read_text()
     assert json.loads((run_dir / "manifest.json").read_text())["refine"]["points"] == 5
+
+
+def test_refine_names_the_missing_training_state(tiny_run, tmp_path):
+    from devinterp.config import dump_config
+
+    config, out = tiny_run
+    shutil.copytree(out / "tiny", tmp_path / "tiny")
+    run_dir = tmp_path / "tiny"
+    (run_dir / "config.yaml").write_text(dump_config(config))
+    pd.DataFrame([{"run": "tiny", "stage": 1, "start_step": 0, "end_step": 40, "type": "A"},
+                  {"run": "tiny", "stage": 2, "start_step": 40, "end_step": 120, "type": "B", "boundary_lo": 40,
+                   "boundary_hi": 40}]).to_csv(run_dir / "stages.csv", index=False)
+    (run_dir / "checkpoints" / "12.train_state.pt").unlink()
+    with pytest.raises(RefineError, match=r"12\.train_state\.pt: missing.*resume at step 12$"):
+        refine(run_dir, points=3, progress=False)
