@@ -7,6 +7,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from devinterp.config import SweepConfig
 from devinterp.metrics.base import CheckpointModels, SweepData, row
 from devinterp.metrics.heads import (
     attention_patterns,
@@ -15,7 +16,6 @@ from devinterp.metrics.heads import (
     previous_token_scores,
 )
 from devinterp.metrics.icl import icl_score
-from devinterp.metrics.losses import next_token_loss
 
 
 @torch.no_grad()
@@ -77,7 +77,7 @@ def measure_head_llc(models: CheckpointModels, data: SweepData) -> list[dict]:
 
     labels = data.sweep.head_llc_heads if data.sweep is not None else None
     heads = None if labels is None else [parse_head(label) for label in labels]
-    results = estimate_restricted_llcs(models.fast, data.llc_batches, next_token_loss, head_masks(models.fast, heads),
+    results = estimate_restricted_llcs(models.fast, data.llc_batches, data.loss_fn, head_masks(models.fast, heads),
                                        settings=data.llc_settings)
     rows = []
     for (layer, head), result in results.items():
@@ -107,7 +107,7 @@ def measure_token_loss(models: CheckpointModels, data: SweepData) -> list[dict]:
     the held-out set), the input of essential dynamics (REFERENCE.md §2.3): one row per probe with
     metric ``token_loss`` and an extra integer column ``token`` (the probe's index)."""
     losses = models.heldout_losses(data.eval_batches)
-    n_probes = data.sweep.token_loss_probes if data.sweep is not None else 256
+    n_probes = (data.sweep or SweepConfig()).token_loss_probes  # the default lives in config.py
     seq, pos = token_probe_positions(losses.shape[0], losses.shape[1], n_probes)
     values = losses[seq, pos].tolist()
     return [row("token_loss", v, token=i) for i, v in enumerate(values)]

@@ -23,8 +23,8 @@ from tqdm.auto import tqdm
 
 from devinterp import _io
 from devinterp.checkpoints import DirectorySource, save_checkpoint
-from devinterp.config import ICLDataConfig, ICLModelConfig, ICLTrainConfig, RunConfig, config_hash
-from devinterp.recipes.schedule import checkpoint_schedule, checkpoints_complete
+from devinterp.config import ICLDataConfig, ICLModelConfig, ICLTrainConfig, RunConfig
+from devinterp.recipes.schedule import checkpoint_plan
 
 FINAL_EVAL_SEQUENCES = 2048
 FINAL_EVAL_SEED = 777  # the final held-out loss in training.json (the sweep has its own seeds)
@@ -89,11 +89,9 @@ def train_icl_regression(config: RunConfig, run_dir: str | Path, progress: bool 
     recipe = config.recipe
     model_cfg, data, train = recipe.model, recipe.data, recipe.train
     run_dir = Path(run_dir)
-    ckpt_dir = run_dir / "checkpoints"
-    steps = checkpoint_schedule(train.steps, train.schedule)
-    recipe_hash = config_hash(recipe)
-    index_path = ckpt_dir / "index.csv"
-    if checkpoints_complete(ckpt_dir, steps, recipe_hash):
+    plan = checkpoint_plan(config, run_dir)
+    ckpt_dir, steps, recipe_hash, index_path = plan.ckpt_dir, plan.steps, plan.recipe_hash, plan.index_path
+    if plan.complete():
         return DirectorySource(ckpt_dir, model=model_cfg)
 
     from devinterp.models.icl_transformer import ICLTransformer, heldout_regression_losses, regression_loss

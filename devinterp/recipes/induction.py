@@ -19,7 +19,7 @@ from devinterp.checkpoints import DirectorySource, save_checkpoint
 from devinterp.config import RunConfig
 from devinterp.models.attn_only import build_bridge
 from devinterp.recipes.data import induction_batch
-from devinterp.recipes.schedule import checkpoint_schedule, checkpoints_complete
+from devinterp.recipes.schedule import checkpoint_plan
 
 
 TRAIN_STATE_SUFFIX = ".train_state.pt"
@@ -40,11 +40,9 @@ def train_induction(config: RunConfig, run_dir: str | Path, progress: bool = Tru
     """
     recipe = config.recipe
     run_dir = Path(run_dir)
-    ckpt_dir = run_dir / "checkpoints"
-    steps = checkpoint_schedule(recipe.train.steps, recipe.train.schedule)
-    recipe_hash = _recipe_hash(config)
-    index_path = ckpt_dir / "index.csv"
-    if checkpoints_complete(ckpt_dir, steps, recipe_hash):
+    plan = checkpoint_plan(config, run_dir)
+    ckpt_dir, steps, recipe_hash, index_path = plan.ckpt_dir, plan.steps, plan.recipe_hash, plan.index_path
+    if plan.complete():
         return DirectorySource(ckpt_dir, model=recipe.model)
 
     torch.set_num_threads(config.sweep.threads)
@@ -76,8 +74,8 @@ def resume_induction(config: RunConfig, run_dir: str | Path, start: int, save_st
     from devinterp.checkpoints import load_state_dict
 
     recipe = config.recipe
-    ckpt_dir = Path(run_dir) / "checkpoints"
-    index_path = ckpt_dir / "index.csv"
+    plan = checkpoint_plan(config, run_dir)
+    ckpt_dir, index_path = plan.ckpt_dir, plan.index_path
     index = pd.read_csv(index_path)
     if start not in set(index["step"]):
         raise ValueError(f"{index_path}: no checkpoint at step {start} to resume from")
@@ -100,7 +98,7 @@ def resume_induction(config: RunConfig, run_dir: str | Path, start: int, save_st
     gen = torch.Generator()
     gen.set_state(state["data_generator"])
     rows = _train_loop(config, model, opt, gen, start, save_steps[-1], set(save_steps), ckpt_dir,
-                       _recipe_hash(config), progress)
+                       plan.recipe_hash, progress)
     rows = [r for r in rows if r["step"] in set(save_steps)]
     merged = pd.concat([index, pd.DataFrame(rows).assign(refined=True)], ignore_index=True)
     _io.write_csv(index_path, merged.sort_values("step").reset_index(drop=True))
@@ -136,12 +134,6 @@ def _train_loop(config: RunConfig, model, opt, gen: torch.Generator, first: int,
         loss.backward()
         opt.step()
     return rows
-
-
-def _recipe_hash(config: RunConfig) -> str:
-    from devinterp.config import config_hash
-
-    return config_hash(config.recipe)
 
 
 __all__ = ["resume_induction", "train_induction", "train_state_path"]

@@ -40,8 +40,8 @@ from tqdm.auto import tqdm
 
 from devinterp import _io
 from devinterp.checkpoints import DirectorySource, save_checkpoint
-from devinterp.config import LanguageDataConfig, RunConfig, config_hash
-from devinterp.recipes.schedule import checkpoint_schedule, checkpoints_complete
+from devinterp.config import LanguageDataConfig, RunConfig
+from devinterp.recipes.schedule import checkpoint_plan
 
 # Training batches generated per call of the Markov chain: its loop over positions costs about the
 # same for any batch size, so it is amortised over several batches (more on a GPU, where the data are
@@ -189,11 +189,9 @@ def train_language(config: RunConfig, run_dir: str | Path, progress: bool = True
     recipe = config.recipe
     model_cfg, data, train = recipe.model, recipe.data, recipe.train
     run_dir = Path(run_dir)
-    ckpt_dir = run_dir / "checkpoints"
-    steps = checkpoint_schedule(train.steps, train.schedule)
-    recipe_hash = config_hash(recipe)
-    index_path = ckpt_dir / "index.csv"
-    if checkpoints_complete(ckpt_dir, steps, recipe_hash):
+    plan = checkpoint_plan(config, run_dir)
+    ckpt_dir, steps, recipe_hash, index_path = plan.ckpt_dir, plan.steps, plan.recipe_hash, plan.index_path
+    if plan.complete():
         return DirectorySource(ckpt_dir, model=model_cfg)
 
     device = torch.device(config.device)

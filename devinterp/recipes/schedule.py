@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,3 +36,29 @@ def checkpoints_complete(ckpt_dir: Path, steps: list[int], recipe_hash: str) -> 
     if not set(steps) <= set(index["step"].tolist()):
         return False
     return all((Path(ckpt_dir) / f).is_file() for f in index["file"])
+
+
+@dataclass(frozen=True)
+class CheckpointPlan:
+    """Where a recipe's run keeps its checkpoints, which steps it saves, and the recipe's hash."""
+
+    ckpt_dir: Path
+    steps: list[int]
+    recipe_hash: str
+
+    @property
+    def index_path(self) -> Path:
+        return self.ckpt_dir / "index.csv"
+
+    def complete(self) -> bool:
+        """Nothing to train: see :func:`checkpoints_complete`."""
+        return checkpoints_complete(self.ckpt_dir, self.steps, self.recipe_hash)
+
+
+def checkpoint_plan(config, run_dir: str | Path) -> CheckpointPlan:
+    """The :class:`CheckpointPlan` of ``config.recipe`` trained into ``run_dir/checkpoints``."""
+    from devinterp.config import config_hash
+
+    train = config.recipe.train
+    return CheckpointPlan(Path(run_dir) / "checkpoints", checkpoint_schedule(train.steps, train.schedule),
+                          config_hash(config.recipe))
