@@ -53,6 +53,9 @@ class ChainLoss:
     """Base: ``loss_and_grad(W, batch)`` and ``loss(W, batch)`` for ``W: [chains, d]``."""
 
     name = "base"
+    # True when loss_and_grad is a pure function of (W, batch), so slices of chains may run on
+    # threads at once (devinterp.llc.chain_threads); functional_call-based backends are not.
+    thread_safe = False
 
     def __init__(self, model: nn.Module, loss_fn: LossFn, flat: FlatParams, device: torch.device, compute_dtype: str):
         self.model, self.loss_fn, self.flat = model, loss_fn, flat

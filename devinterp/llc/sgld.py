@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from devinterp.llc.backends import ChainLoss
+from devinterp.llc.chain_threads import chain_slices, map_on_workers, worker_count
 from devinterp.llc.data import SGLDData
 
 NONFINITE_CHECK_EVERY = 25  # steps between checks that stop early once every chain is NaN/inf
@@ -74,24 +75,48 @@ def chain_generators(seed: int, chains: int, device: torch.device, offsets: list
 def run_chains(
     chain_loss: ChainLoss, w0: Tensor, data: SGLDData, *, epsilon: float, nbeta: float, gamma: float,
     noise_level: float, chains: int, steps: int, batch_size: int, seed: int, mask: Tensor | None = None,
-    seed_offsets: list[int] | None = None,
+    seed_offsets: list[int] | None = None, workers: int | None = None,
 ) -> ChainRun:
     """Run ``chains`` SGLD chains from ``w0: Float[d]`` for ``steps`` steps; record every step's loss.
 
     ``mask``: Float[d] or Float[chains, d] (see :func:`sgld_step`). ``seed_offsets[c]``: chain c's
     noise seed is ``seed + seed_offsets[c]`` (default c), so groups of chains with different masks
-    can share their noise streams.
+    can share their noise streams. ``workers``: how many slices of chains run at once on CPU
+    threads (:mod:`devinterp.llc.chain_threads`); default: ``min(chains, torch threads)`` on a CPU
+    when the backend is thread-safe, else 1. Chains are independent given the shared minibatch
+    schedule, so the split does not change what any chain computes.
     """
-    device = w0.device
-    W = w0.unsqueeze(0).repeat(chains, 1)
+    offsets = list(range(chains)) if seed_offsets is None else list(seed_offsets)
+    if len(offsets) != chains:
+        raise ValueError(f"seed_offsets has {len(offsets)} entries for {chains} chains")
+    if workers is None:
+        workers = worker_count(chains, w0.device) if chain_loss.thread_safe else 1
     schedule = data.schedule(steps, batch_size, seed)
-    if seed_offsets is not None and len(seed_offsets) != chains:
-        raise ValueError(f"seed_offsets has {len(seed_offsets)} entries for {chains} chains")
-    gens = chain_generators(seed, chains, device, seed_offsets)
+    per_chain_mask = mask is not None and mask.dim() == 2
+
+    def run_slice(sl: slice) -> tuple[Tensor, Tensor, int]:
+        m = mask[sl] if per_chain_mask else mask
+        return _advance(chain_loss, w0, data, schedule, epsilon=epsilon, nbeta=nbeta, gamma=gamma,
+                        noise_level=noise_level, steps=steps, seed=seed, mask=m, offsets=offsets[sl])
+
+    parts = map_on_workers(run_slice, chain_slices(chains, workers))
+    losses = torch.cat([p[0] for p in parts], dim=1)
+    drift_norm = torch.cat([p[1] for p in parts], dim=1)
+    steps_run = max(p[2] for p in parts)
+    d_eff = float(mask.sum(dim=-1).float().mean()) if mask is not None else w0.shape[0]
+    return ChainRun(losses.cpu(), drift_norm.cpu(), math.sqrt(epsilon) * noise_level * math.sqrt(d_eff), steps_run)
+
+
+def _advance(chain_loss: ChainLoss, w0: Tensor, data: SGLDData, schedule: Tensor | None, *, epsilon: float,
+             nbeta: float, gamma: float, noise_level: float, steps: int, seed: int, mask: Tensor | None,
+             offsets: list[int]) -> tuple[Tensor, Tensor, int]:
+    """Advance ``len(offsets)`` chains; return (losses Float[steps, c], drift norms Float[steps, c], steps run)."""
+    device = w0.device
+    W = w0.unsqueeze(0).repeat(len(offsets), 1)
+    gens = chain_generators(seed, len(offsets), device, offsets)
     noise = torch.empty_like(W)
-    losses = torch.full((steps, chains), float("nan"), dtype=W.dtype, device=device)
-    drift_norm = torch.full((steps, chains), float("nan"), dtype=W.dtype, device=device)
-    steps_run = steps
+    losses = torch.full((steps, len(offsets)), float("nan"), dtype=W.dtype, device=device)
+    drift_norm = torch.full((steps, len(offsets)), float("nan"), dtype=W.dtype, device=device)
     for t in range(steps):
         batch = data.batch(None if schedule is None else schedule[t])
         loss, grad = chain_loss.loss_and_grad(W, batch)
@@ -103,7 +128,5 @@ def run_chains(
                           noise_level=noise_level, mask=mask)
         drift_norm[t] = drift.norm(dim=1)
         if (t + 1) % NONFINITE_CHECK_EVERY == 0 and not bool(torch.isfinite(losses[t]).any()):
-            steps_run = t + 1
-            break
-    d_eff = float(mask.sum(dim=-1).float().mean()) if mask is not None else W.shape[1]
-    return ChainRun(losses.cpu(), drift_norm.cpu(), math.sqrt(epsilon) * noise_level * math.sqrt(d_eff), steps_run)
+            return losses, drift_norm, t + 1
+    return losses, drift_norm, steps

@@ -120,6 +120,51 @@ def test_fused_backend_equals_the_model_forward():
     np.testing.assert_allclose(a.loss_trace, b.loss_trace, rtol=1e-4)
 
 
+def test_fused_bfloat16_matches_float32_within_bf16_rounding():
+    # bf16 keeps ~3 significant digits: the losses agree to ~1e-2 relative and the gradients point the
+    # same way; a wrong cast (e.g. an embedding table rounded, or a chain's weights mixed up) would not
+    model, batches = _tiny_transformer()
+    flat = FlatParams.of(model)
+    w = flat.flatten(model)
+    W = torch.stack([w, w + 0.05 * torch.randn(w.shape, generator=torch.Generator().manual_seed(3))])
+    from devinterp.llc.fused_attn_only import fused_for
+
+    f32 = fused_for(model, next_token_loss, flat, torch.device("cpu"), "float32")
+    bf16 = fused_for(model, next_token_loss, flat, torch.device("cpu"), "bfloat16")
+    l32, g32 = f32.loss_and_grad(W, batches[0])
+    l16, g16 = bf16.loss_and_grad(W, batches[0])
+    assert l16.dtype == torch.float32 and g16.dtype == torch.float32
+    torch.testing.assert_close(l16, l32, rtol=2e-2, atol=0)
+    assert float((l16[1] - l16[0]) * (l32[1] - l32[0])) > 0  # the chains stay distinct
+    for c in range(2):
+        cos = torch.nn.functional.cosine_similarity(g16[c], g32[c], dim=0)
+        assert cos > 0.99, (c, float(cos))
+
+
+def test_chain_slices_on_threads_compute_what_one_thread_computes():
+    # run_chains splits thread-safe backends' chains over CPU threads; each chain must be unchanged
+    from devinterp.llc.chain_threads import chain_slices
+    from devinterp.llc.fused_attn_only import fused_for
+    from devinterp.llc.sgld import run_chains
+
+    assert [(s.start, s.stop) for s in chain_slices(5, 2)] == [(0, 2), (2, 5)]
+    assert [(s.start, s.stop) for s in chain_slices(1, 4)] == [(0, 1)]
+    model, batches = _tiny_transformer()
+    flat = FlatParams.of(model)
+    w0 = flat.flatten(model)
+    fused = fused_for(model, next_token_loss, flat, torch.device("cpu"), "float32")
+    assert fused.thread_safe and not VmapLoss(model, next_token_loss, flat, torch.device("cpu"), "float32").thread_safe
+    data = SGLDData.from_data(batches)
+    kw = dict(epsilon=1e-3, nbeta=10.0, gamma=10.0, noise_level=1.0, chains=4, steps=12, batch_size=8, seed=5)
+    threads = torch.get_num_threads()
+    one = run_chains(fused, w0, data, workers=1, **kw)
+    two = run_chains(fused, w0, data, workers=2, **kw)
+    assert torch.get_num_threads() == threads  # the workers' setting is their own
+    torch.testing.assert_close(two.losses, one.losses, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(two.drift_norm, one.drift_norm, rtol=1e-4, atol=1e-7)
+    assert len(set(one.losses[-1].tolist())) == 4  # four different chains, in the same order
+
+
 def test_nbeta_and_n_sources():
     x = torch.randn(100, 3)
     y = torch.randn(100, 2)
