@@ -5,8 +5,13 @@
     monitor = StageMonitor(config, out="out", every=50, llc_every=200)
     for step in range(steps):
         ...                       # train
-        monitor(step, model)      # a TransformerLens bridge or an AttnOnlyTransformer
+        monitor(step, model)      # any model of the recipe's family (its state_dict is what is read)
     monitor.close()
+
+The model is read through its ``state_dict`` and measured as its family's model (the config's
+``recipe.model``: an attention-only transformer, as a TransformerLens bridge or
+:class:`~devinterp.models.attn_only.AttnOnlyTransformer`, or an in-context-regression
+:class:`~devinterp.models.icl_transformer.ICLTransformer`; tests cover both).
 
 Every ``every`` steps the cheap metric groups (``loss``, ``icl_score``, ``heads``) are measured,
 every ``llc_every`` steps also ``llc``; only groups listed in ``config.sweep.metrics`` are measured.

@@ -138,3 +138,43 @@ def test_monitor_logs_one_line_per_new_boundary(tiny_config, tmp_path, caplog, m
     lines = [r.getMessage() for r in caplog.records if "began at step" in r.getMessage()]
     assert lines == ["step 6: stage 2 (type A) began at step 4 (confidence 0.90, 4 LLC checkpoints)"]
     assert list(monitor.stages["start_step"]) == [0, 4]
+
+
+@pytest.mark.slow
+def test_monitor_measures_the_icl_regression_family_like_the_offline_sweep(tmp_path):
+    # another model family (ICLTransformer, regression loss) in a plain loop: same rows as the offline sweep
+    from devinterp.api import checkpoint_source, load_results, sweep
+    from devinterp.config import parse_config
+    from devinterp.models.icl_transformer import ICLTransformer, regression_loss
+    from devinterp.recipes.icl_regression import regression_batch
+
+    config = parse_config({
+        "name": "icl-live",
+        "recipe": {"name": "icl-regression", "model": {"task_size": 2, "max_examples": 4, "n_layers": 1, "n_heads": 2,
+                                                      "d_model": 16, "d_mlp": 16},
+                   "train": {"steps": 30, "batch_size": 16}},
+        "sweep": {"metrics": ["loss", "llc"], "eval_sequences": 64, "eval_batch_size": 32, "llc_sequences": 64,
+                  "threads": 1, "calibrate": "off",
+                  "llc": {"epsilon": 1e-3, "gamma": 100.0, "nbeta": 10.0, "chains": 2, "burnin": 5, "draws": 10,
+                          "batch_size": 16, "init_loss_batches": 2}},
+    }, "test")
+    recipe = config.recipe
+    torch.manual_seed(0)
+    model = ICLTransformer(recipe.model)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    gen = torch.Generator().manual_seed(1)
+    with StageMonitor(config, out=tmp_path / "live", every=10, llc_every=10, detect=False) as monitor:
+        for step in range(recipe.train.steps + 1):
+            xs, ys = regression_batch(16, recipe.model.task_size, recipe.model.max_examples, recipe.data, gen)
+            loss = regression_loss(model, (xs, ys))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            monitor(step, model)
+    run_dir = tmp_path / "live" / "icl-live"
+    live = load_results(run_dir).metrics
+    assert sorted(live["step"].unique()) == [0, 10, 20, 30]
+    assert set(live["metric"]) == {"loss", "llc"}
+    offline_cfg = config.model_copy(update={"checkpoints": run_dir / "checkpoints"})
+    offline = sweep(checkpoint_source(offline_cfg), offline_cfg, tmp_path / "offline", progress=False)
+    pd.testing.assert_frame_equal(_sorted(live), _sorted(offline), check_exact=True)
