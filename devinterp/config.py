@@ -95,6 +95,10 @@ class ScheduleConfig(StrictModel):
     linear_every: int = Field(75, ge=1, description="spacing of the linear part, steps")
 
 
+SAVE_TRAIN_STATE = ("save the optimizer and data-stream state beside each checkpoint (<step>.train_state.pt), "
+                    "so `devinterp refine` can resume training from it")
+
+
 class TrainConfig(StrictModel):
     steps: int = Field(3000, ge=1, description="optimizer steps")
     batch_size: int = Field(32, ge=1, description="sequences per step")
@@ -102,10 +106,7 @@ class TrainConfig(StrictModel):
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay")
     seed: int = Field(0, description="seed of the weights and of the training data stream")
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
-    save_train_state: bool = Field(
-        True, description="save the optimizer and data-stream state beside each checkpoint "
-                          "(<step>.train_state.pt), so `devinterp refine` can resume training from it"
-    )
+    save_train_state: bool = Field(True, description=SAVE_TRAIN_STATE)
 
 
 # Metric groups of the token-model recipes (attention-only family): every group.
@@ -177,6 +178,7 @@ class ICLTrainConfig(StrictModel):
     schedule: ScheduleConfig = Field(
         default_factory=lambda: ScheduleConfig(n_log=36, switch_step=20000, linear_every=20000),
         description="checkpoint steps (log-spaced up to switch_step, since the stages are log-paced)")
+    save_train_state: bool = Field(True, description=SAVE_TRAIN_STATE)
 
 
 class ICLRegressionRecipeConfig(StrictModel):

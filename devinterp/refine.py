@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from devinterp import _io
+from devinterp._callable_module import make_callable
 from devinterp.manifest import update_manifest
 
 log = logging.getLogger("devinterp.refine")
@@ -84,7 +85,8 @@ def refine(run_dir: str | Path, *, boundaries: list[int] | None = None, points: 
            progress: bool = True) -> pd.DataFrame:
     """Densify the checkpoints around the run's stage boundaries, measure them and re-detect.
 
-    run_dir:    a run folder made by ``devinterp run`` with a recipe (its checkpoints carry training
+    run_dir:    a run folder made by ``devinterp run`` with a recipe that can resume (``induction``,
+                ``icl-regression``; its checkpoints carry training
                 state: ``train.save_train_state``, the default) and a ``stages.csv``.
     boundaries: steps near the boundaries to refine (default: every boundary).
     points:     new checkpoints per window (evenly spaced in steps).
@@ -95,7 +97,8 @@ def refine(run_dir: str | Path, *, boundaries: list[int] | None = None, points: 
     from devinterp.api import detect, render_report
     from devinterp.checkpoints import DirectorySource
     from devinterp.config import load_config
-    from devinterp.recipes.induction import resume_induction, train_state_path
+    from devinterp.recipes.registry import recipe_spec
+    from devinterp.recipes.train_state import train_state_path
     from devinterp.results import load_results
     from devinterp.sweep import run_sweep
 
@@ -110,9 +113,13 @@ def refine(run_dir: str | Path, *, boundaries: list[int] | None = None, points: 
     if config.checkpoints is not None or config.source is not None:
         raise RefineError(f"{config_path}: refine retrains the recipe, but this run reads checkpoints from "
                           f"{config.checkpoints or config.source.kind}; it can only refine a recipe's own run")
-    if getattr(config.recipe, "name", "induction") != "induction":
-        raise RefineError(f"{config_path}: refine can resume only the induction recipe's training so far "
-                          f"(this run's recipe is {config.recipe.name!r})")
+    resume = recipe_spec(config).resume
+    if resume is None:
+        from devinterp.recipes.registry import RECIPE_SPECS
+
+        can = ", ".join(name for name, spec in RECIPE_SPECS.items() if spec.resume is not None)
+        raise RefineError(f"{config_path}: the {config.recipe.name!r} recipe cannot resume its training yet; "
+                          f"refine supports: {can}")
     ckpt_dir = run_dir / "checkpoints"
     source = DirectorySource(ckpt_dir, model=config.recipe.model)
     stages = pd.read_csv(stages_path)
@@ -134,7 +141,7 @@ def refine(run_dir: str | Path, *, boundaries: list[int] | None = None, points: 
             raise RefineError(f"{train_state_path(ckpt_dir, a)}: missing; the run was trained without "
                               f"train.save_train_state, so training cannot resume at step {a}")
         log.info("refining %d..%d with %d new checkpoints", a, b, len(wanted))
-        rows = resume_induction(config, run_dir, a, wanted, progress=progress)
+        rows = resume(config, run_dir, a, wanted, progress)
         added += [r["step"] for r in rows]
         existing |= set(wanted)
     train_seconds = time.perf_counter() - t0
@@ -147,5 +154,8 @@ def refine(run_dir: str | Path, *, boundaries: list[int] | None = None, points: 
     render_report(load_results(run_dir), run_dir / "report.html", config)
     return refined
 
+
+# ``devinterp.refine`` is this module once it is imported: keep ``devinterp.refine(run_dir)`` working
+make_callable(__name__, "devinterp.refine:refine")
 
 __all__ = ["RefineError", "new_steps_in", "refine", "refine_windows"]

@@ -35,3 +35,17 @@ def test_api_page_examples_run():
     assert blocks
     for code in blocks:
         exec(compile(code, "docs/api.md", "exec"), {})
+
+
+def test_api_functions_named_like_submodules_stay_callable():
+    # devinterp/sweep/ and devinterp/refine.py share their names with API functions; importing the
+    # submodules (as the package itself does) must not hide the functions
+    import subprocess
+    import sys
+
+    code = ("import devinterp.sweep.runner, devinterp.refine, devinterp\n"
+            "from devinterp.api import sweep\n"
+            "assert callable(devinterp.sweep) and callable(devinterp.refine)\n"
+            "try:\n    devinterp.refine('/nonexistent-run')\nexcept Exception as e:\n    print(type(e).__name__, e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.startswith("RefineError") and "/nonexistent-run" in out

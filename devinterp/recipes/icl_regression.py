@@ -25,6 +25,7 @@ from devinterp import _io
 from devinterp.checkpoints import DirectorySource, save_checkpoint
 from devinterp.config import ICLDataConfig, ICLModelConfig, ICLTrainConfig, RunConfig
 from devinterp.recipes.schedule import checkpoint_plan
+from devinterp.recipes.train_state import append_refined, data_generator, resume_point, save_train_state
 
 FINAL_EVAL_SEQUENCES = 2048
 FINAL_EVAL_SEED = 777  # the final held-out loss in training.json (the sweep has its own seeds)
@@ -82,8 +83,9 @@ def train_icl_regression(config: RunConfig, run_dir: str | Path, progress: bool 
     """Train ``config.recipe`` (an icl-regression recipe) into ``run_dir/checkpoints``; return the source.
 
     If every scheduled checkpoint is already on disk (same recipe hash), nothing is trained.
-    Writes ``checkpoints/<step>.safetensors``, ``checkpoints/index.csv`` (step, file, train_loss,
-    recipe_hash) and ``training.json`` (wall time, steps, final train loss, final held-out loss with its
+    Writes ``checkpoints/<step>.safetensors`` (with ``train.save_train_state`` also
+    ``<step>.train_state.pt``, for :func:`resume_icl_regression`), ``checkpoints/index.csv`` (step, file,
+    train_loss, recipe_hash, refined) and ``training.json`` (wall time, steps, final train loss, final held-out loss with its
     baselines: predicting 0 and the Bayes-optimal ridge predictor).
     """
     recipe = config.recipe
@@ -94,33 +96,15 @@ def train_icl_regression(config: RunConfig, run_dir: str | Path, progress: bool 
     if plan.complete():
         return DirectorySource(ckpt_dir, model=model_cfg)
 
-    from devinterp.models.icl_transformer import ICLTransformer, heldout_regression_losses, regression_loss
+    from devinterp.models.icl_transformer import ICLTransformer, heldout_regression_losses
 
     torch.set_num_threads(config.sweep.threads)
     torch.manual_seed(train.seed)
     model = ICLTransformer(model_cfg).to(config.device)
-    opt = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, train))
+    opt, sched = _optimizer(model, train)
     gen = torch.Generator().manual_seed(train.seed + 1)
-    wanted = set(steps)
-    rows = []
     t0 = time.perf_counter()
-    model.train()
-    bar = tqdm(range(train.steps + 1), desc=f"train {config.name}", unit="step", disable=not progress)
-    for step in bar:
-        xs, ys = regression_batch(train.batch_size, model_cfg.task_size, model_cfg.max_examples, data, gen)
-        loss = regression_loss(model, (xs.to(config.device), ys.to(config.device)))
-        if step in wanted:  # weights before this step's update
-            path = save_checkpoint(ckpt_dir / f"{step}.safetensors", model.state_dict(), step=step, model=model_cfg,
-                                   extra={"train_loss": loss.item(), "recipe_hash": recipe_hash})
-            rows.append({"step": step, "file": path.name, "train_loss": loss.item(), "recipe_hash": recipe_hash})
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-        if step == train.steps:
-            break
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
+    rows = _train_loop(config, model, opt, sched, gen, 0, train.steps, set(steps), ckpt_dir, recipe_hash, progress)
     seconds = time.perf_counter() - t0
     _io.write_csv(index_path, pd.DataFrame(rows).assign(refined=False))
 
@@ -143,4 +127,68 @@ def train_icl_regression(config: RunConfig, run_dir: str | Path, progress: bool 
     return DirectorySource(ckpt_dir, model=model_cfg)
 
 
-__all__ = ["fixed_regression_batches", "lr_factor", "regression_batch", "ridge_mse", "train_icl_regression"]
+def resume_icl_regression(config: RunConfig, run_dir: str | Path, start: int, save_steps: list[int],
+                          progress: bool = True) -> list[dict]:
+    """Continue the recipe's run from its checkpoint at ``start`` and save checkpoints at ``save_steps``
+    (all > ``start``): weights, AdamW and learning-rate-schedule state and the data stream are
+    restored, so the continued run is the original one (bitwise on CPU at a fixed thread count).
+    Appends the new rows to ``index.csv`` (``refined`` = True) and returns them; errors as
+    :func:`devinterp.recipes.train_state.resume_point`."""
+    from devinterp.checkpoints import load_state_dict
+    from devinterp.models.icl_transformer import ICLTransformer
+
+    train = config.recipe.train
+    plan = checkpoint_plan(config, run_dir)
+    point = resume_point(plan, start, save_steps)
+    if point is None:
+        return []
+    torch.set_num_threads(config.sweep.threads)
+    model = ICLTransformer(config.recipe.model).to(config.device)
+    model.load_state_dict(load_state_dict(point.weights_file))
+    opt, sched = _optimizer(model, train)
+    opt.load_state_dict(point.state["optimizer"])
+    sched.load_state_dict(point.state["scheduler"])
+    rows = _train_loop(config, model, opt, sched, data_generator(point.state), start, point.save_steps[-1],
+                       set(point.save_steps), plan.ckpt_dir, plan.recipe_hash, progress)
+    return append_refined(plan, point, rows)
+
+
+def _optimizer(model, train: ICLTrainConfig):
+    opt = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, train))
+
+
+def _train_loop(config: RunConfig, model, opt, sched, gen: torch.Generator, first: int, last: int, wanted: set[int],
+                ckpt_dir: Path, recipe_hash: str, progress: bool) -> list[dict]:
+    """Steps ``first``..``last``: draw the batch, compute the loss, save a checkpoint at ``wanted`` steps
+    (weights, optimizer, schedule and data-stream state before that step's batch and update), update.
+    Returns the index rows."""
+    from devinterp.models.icl_transformer import regression_loss
+
+    model_cfg, data, train = config.recipe.model, config.recipe.data, config.recipe.train
+    model.train()
+    rows = []
+    bar = tqdm(range(first, last + 1), desc=f"train {config.name}", unit="step", disable=not progress)
+    for step in bar:
+        gen_state = gen.get_state() if step in wanted and train.save_train_state else None
+        xs, ys = regression_batch(train.batch_size, model_cfg.task_size, model_cfg.max_examples, data, gen)
+        loss = regression_loss(model, (xs.to(config.device), ys.to(config.device)))
+        if step in wanted:  # weights before this step's update
+            path = save_checkpoint(ckpt_dir / f"{step}.safetensors", model.state_dict(), step=step, model=model_cfg,
+                                   extra={"train_loss": loss.item(), "recipe_hash": recipe_hash})
+            if gen_state is not None:
+                save_train_state(ckpt_dir, step, {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                                                  "data_generator": gen_state})
+            rows.append({"step": step, "file": path.name, "train_loss": loss.item(), "recipe_hash": recipe_hash})
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        if step == last:
+            break
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    return rows
+
+
+__all__ = ["fixed_regression_batches", "lr_factor", "regression_batch", "resume_icl_regression", "ridge_mse",
+           "train_icl_regression"]

@@ -20,14 +20,9 @@ from devinterp.config import RunConfig
 from devinterp.models.attn_only import build_bridge
 from devinterp.recipes.data import induction_batch
 from devinterp.recipes.schedule import checkpoint_plan
-
-
-TRAIN_STATE_SUFFIX = ".train_state.pt"
-
-
-def train_state_path(ckpt_dir: Path, step: int) -> Path:
-    """Where the optimizer and data-stream state of checkpoint ``step`` is kept."""
-    return Path(ckpt_dir) / f"{step}{TRAIN_STATE_SUFFIX}"
+from devinterp.recipes.train_state import (
+    append_refined, data_generator, resume_point, save_train_state, train_state_path,
+)
 
 
 def train_induction(config: RunConfig, run_dir: str | Path, progress: bool = True) -> DirectorySource:
@@ -75,34 +70,17 @@ def resume_induction(config: RunConfig, run_dir: str | Path, start: int, save_st
 
     recipe = config.recipe
     plan = checkpoint_plan(config, run_dir)
-    ckpt_dir, index_path = plan.ckpt_dir, plan.index_path
-    index = pd.read_csv(index_path)
-    if start not in set(index["step"]):
-        raise ValueError(f"{index_path}: no checkpoint at step {start} to resume from")
-    state_path = train_state_path(ckpt_dir, start)
-    if not state_path.is_file():
-        raise FileNotFoundError(f"{state_path}: the training state of step {start} was not saved "
-                                "(train.save_train_state); refine needs it to resume training")
-    save_steps = sorted(set(int(s) for s in save_steps) - set(index["step"].astype(int)))
-    if not save_steps:
+    point = resume_point(plan, start, save_steps)
+    if point is None:
         return []
-    if save_steps[0] <= start:
-        raise ValueError(f"steps to save ({save_steps[0]}) must come after the resume step {start}")
-    state = torch.load(state_path, map_location="cpu", weights_only=True)
     torch.set_num_threads(config.sweep.threads)
     model = build_bridge(recipe.model, seed=recipe.train.seed, device=config.device)
-    file = index.loc[index["step"] == start, "file"].iloc[0]
-    model.load_state_dict(load_state_dict(ckpt_dir / str(file)))
+    model.load_state_dict(load_state_dict(point.weights_file))
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.train.lr, weight_decay=recipe.train.weight_decay)
-    opt.load_state_dict(state["optimizer"])
-    gen = torch.Generator()
-    gen.set_state(state["data_generator"])
-    rows = _train_loop(config, model, opt, gen, start, save_steps[-1], set(save_steps), ckpt_dir,
-                       plan.recipe_hash, progress)
-    rows = [r for r in rows if r["step"] in set(save_steps)]
-    merged = pd.concat([index, pd.DataFrame(rows).assign(refined=True)], ignore_index=True)
-    _io.write_csv(index_path, merged.sort_values("step").reset_index(drop=True))
-    return rows
+    opt.load_state_dict(point.state["optimizer"])
+    rows = _train_loop(config, model, opt, data_generator(point.state), start, point.save_steps[-1],
+                       set(point.save_steps), plan.ckpt_dir, plan.recipe_hash, progress)
+    return append_refined(plan, point, rows)
 
 
 def _train_loop(config: RunConfig, model, opt, gen: torch.Generator, first: int, last: int, wanted: set[int],
@@ -124,8 +102,7 @@ def _train_loop(config: RunConfig, model, opt, gen: torch.Generator, first: int,
                 extra={"train_loss": loss.item(), "recipe_hash": recipe_hash},
             )
             if gen_state is not None:
-                state = {"step": step, "optimizer": opt.state_dict(), "data_generator": gen_state}
-                _io.atomic_write(train_state_path(ckpt_dir, step), lambda p, st=state: torch.save(st, p))
+                save_train_state(ckpt_dir, step, {"optimizer": opt.state_dict(), "data_generator": gen_state})
             rows.append({"step": step, "file": path.name, "train_loss": loss.item(), "recipe_hash": recipe_hash})
             bar.set_postfix(loss=f"{loss.item():.3f}")
         if step == last:

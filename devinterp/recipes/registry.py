@@ -41,6 +41,9 @@ class RecipeSpec:
     name: str
     train: Callable[[RunConfig, Path, bool], "DirectorySource"]
     data: Callable[[RunConfig, Any], dict]  # -> eval_batches, head_tokens, llc_batches
+    # resume(config, run_dir, start, save_steps, progress) -> new index rows: continue the run from a
+    # saved checkpoint (devinterp refine); None where the recipe cannot
+    resume: Callable[[RunConfig, Path, int, list[int], bool], list[dict]] | None = None
 
 
 def _train_induction(config: RunConfig, run_dir: Path, progress: bool) -> "DirectorySource":
@@ -59,6 +62,18 @@ def _train_icl(config: RunConfig, run_dir: Path, progress: bool) -> "DirectorySo
     from devinterp.recipes.icl_regression import train_icl_regression
 
     return train_icl_regression(config, run_dir, progress=progress)
+
+
+def _resume_induction(config: RunConfig, run_dir: Path, start: int, save_steps: list[int], progress: bool) -> list[dict]:
+    from devinterp.recipes.induction import resume_induction
+
+    return resume_induction(config, run_dir, start, save_steps, progress=progress)
+
+
+def _resume_icl(config: RunConfig, run_dir: Path, start: int, save_steps: list[int], progress: bool) -> list[dict]:
+    from devinterp.recipes.icl_regression import resume_icl_regression
+
+    return resume_icl_regression(config, run_dir, start, save_steps, progress=progress)
 
 
 def _token_data(config: RunConfig, model, batches: Callable[[int, int, int], list]) -> dict:
@@ -102,9 +117,9 @@ def _icl_data(config: RunConfig, model) -> dict:
 
 
 RECIPE_SPECS: dict[str, RecipeSpec] = {
-    "induction": RecipeSpec("induction", _train_induction, _induction_data),
+    "induction": RecipeSpec("induction", _train_induction, _induction_data, _resume_induction),
     "language": RecipeSpec("language", _train_language, _language_data),
-    "icl-regression": RecipeSpec("icl-regression", _train_icl, _icl_data),
+    "icl-regression": RecipeSpec("icl-regression", _train_icl, _icl_data, _resume_icl),
 }
 
 

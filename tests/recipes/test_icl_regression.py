@@ -352,3 +352,60 @@ def test_checkpoint_metadata_names_the_family_and_old_files_are_attention_only(t
     save_file({"w": torch.ones(2)}, str(tmp_path / "b" / "3.safetensors"),
               metadata={"step": "3", "model_config": old.model_dump_json()})
     assert DirectorySource(tmp_path / "b").model_config() == old
+
+
+def test_resume_reproduces_the_one_cycle_run_bitwise(tmp_path):
+    """Weights, AdamW, the one-cycle schedule's position and the data stream are restored: resuming from
+    an earlier checkpoint gives exactly the checkpoint the uninterrupted run saved later."""
+    import pandas as pd
+
+    from devinterp.checkpoints import load_state_dict
+    from devinterp.recipes.icl_regression import resume_icl_regression, train_icl_regression
+
+    torch.set_num_threads(1)
+    spec = {**TINY_ICL, "recipe": {**TINY_ICL["recipe"], "train": {
+        "steps": 40, "batch_size": 16, "lr": 0.01, "lr_schedule": "onecycle", "pct_start": 0.5, "div_factor": 10,
+        "schedule": {"n_log": 4, "switch_step": 40, "linear_every": 40}}}}
+    config = parse_config(spec, "test")
+    run_dir = tmp_path / "icltiny"
+    train_icl_regression(config, run_dir, progress=False)
+    ckpt_dir = run_dir / "checkpoints"
+    index = pd.read_csv(ckpt_dir / "index.csv")
+    steps = sorted(index["step"])
+    start, target = steps[-3], steps[-1]  # the resumed stretch crosses the schedule's peak at step 20
+    assert start < 20 < target
+    original = load_state_dict(ckpt_dir / f"{target}.safetensors")
+    index[index["step"] != target].to_csv(ckpt_dir / "index.csv", index=False)
+    (ckpt_dir / f"{target}.safetensors").unlink()
+    rows = resume_icl_regression(config, run_dir, start, [target], progress=False)
+    assert [r["step"] for r in rows] == [target]
+    again = load_state_dict(ckpt_dir / f"{target}.safetensors")
+    for name, value in original.items():
+        assert torch.equal(value, again[name]), name
+    assert bool(pd.read_csv(ckpt_dir / "index.csv").set_index("step").loc[target, "refined"])
+
+
+def test_refine_densifies_a_regression_run(icl_run, tmp_path):
+    """`devinterp refine` on the regression recipe: new checkpoints inside the window, measured, re-detected."""
+    import shutil
+
+    import pandas as pd
+
+    import devinterp
+    from devinterp.checkpoints import DirectorySource
+
+    config, out, _ = icl_run
+    run_dir = tmp_path / "icltiny"
+    shutil.copytree(out / "icltiny", run_dir)
+    steps = DirectorySource(run_dir / "checkpoints").steps
+    mid = steps[len(steps) // 2]
+    pd.DataFrame([{"run": "icltiny", "stage": 1, "start_step": 0, "end_step": mid, "type": "A"},
+                  {"run": "icltiny", "stage": 2, "start_step": mid, "end_step": steps[-1], "type": "A",
+                   "boundary_lo": mid, "boundary_hi": mid}]).to_csv(run_dir / "stages.csv", index=False)
+    devinterp.refine(run_dir, points=3, progress=False)
+    after = DirectorySource(run_dir / "checkpoints").steps
+    lo, hi = steps[steps.index(mid) - 1], steps[steps.index(mid) + 1]
+    new = sorted(set(after) - set(steps))
+    assert new and all(lo < s < hi for s in new)
+    metrics = devinterp.load_results(run_dir).metrics
+    assert set(metrics.loc[metrics["metric"] == "llc", "step"]) == set(after)
