@@ -4,6 +4,7 @@ on offline synthetic text (configs/induction-paper.yaml; a GPU run).
 
     python scripts/reproduce_induction_paper.py [--config configs/induction-paper.yaml] [--out out]
     python scripts/reproduce_induction_paper.py --tiny        # CPU smoke test of the same pipeline
+    python scripts/reproduce_induction_paper.py --steps 20000 --batch-size 32   # a shorter GPU run
 
 Runs train (recipe `language`) -> sweep (`loss`, `icl_score`, `heads`, `llc`) -> detect -> report, timing
 each phase, then prints our stages beside the published table of REFERENCE.md §2.1 (number, type,
@@ -99,12 +100,36 @@ def side_by_side(ours: pd.DataFrame, total: int) -> str:
     return "\n".join(lines)
 
 
+def scaled(raw: dict, steps: int | None, batch_size: int | None, llc_draws: int | None) -> dict:
+    """Config overrides for a shorter run: ``steps`` keeps the log-spaced checkpoints below the config's
+    switch step and spaces 50 linear ones after it; the name records the change."""
+    over: dict = {}
+    train = raw.get("recipe", {}).get("train", {})
+    if steps is not None:
+        switch = min(train.get("schedule", {}).get("switch_step", 1000), steps)
+        over = merge(over, {"recipe": {"train": {"steps": steps, "schedule": {
+            "switch_step": switch, "linear_every": max((steps - switch) // 50, 1)}}}})
+    if batch_size is not None:
+        over = merge(over, {"recipe": {"train": {"batch_size": batch_size}}})
+    if llc_draws is not None:
+        over = merge(over, {"sweep": {"llc": {"draws": llc_draws}}})
+    if over:
+        tag = "-".join(f"{k}{v}" for k, v in (("s", steps), ("b", batch_size), ("d", llc_draws)) if v is not None)
+        over["name"] = f"{raw.get('name', 'induction-paper')}-{tag}"
+    return over
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default="configs/induction-paper.yaml")
     parser.add_argument("--out", default="out")
     parser.add_argument("--tiny", action="store_true", help="tiny model on the CPU: a smoke test of the pipeline")
     parser.add_argument("--markdown", default=None, help="also write the result tables to this file")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="train this many steps instead of the config's (checkpoints: the config's log-spaced "
+                             "part, then 50 linear ones), to fit a time budget")
+    parser.add_argument("--batch-size", type=int, default=None, help="training batch size instead of the config's")
+    parser.add_argument("--llc-draws", type=int, default=None, help="SGLD draws per chain instead of the config's")
     parser.add_argument("-q", "--quiet", action="store_true")
     args = parser.parse_args(argv)
 
@@ -116,13 +141,19 @@ def main(argv: list[str] | None = None) -> int:
     raw = yaml.safe_load(Path(args.config).read_text())
     if args.tiny:
         raw = merge(raw, {**TINY, "name": raw.get("name", "induction-paper") + "-tiny"})
+    raw = merge(raw, scaled(raw, args.steps, args.batch_size, args.llc_draws))
     config = parse_config(raw, args.config + (" (--tiny)" if args.tiny else ""))
     out, progress = Path(args.out), not args.quiet
     results = api.run(config, out, progress)  # train -> sweep -> detect -> report
     run_dir = results.path
     t = {k.removesuffix("_seconds").replace("run", "total"): v for k, v in results.manifest.get("timings", {}).items()}
     total = config.recipe.train.steps
-    lines = [f"command: python scripts/reproduce_induction_paper.py --config {args.config}{' --tiny' if args.tiny else ''}",
+    flags = "".join(f" --{k.replace('_', '-')} {v}" for k, v in vars(args).items()
+                    if k in ("steps", "batch_size", "llc_draws") and v is not None)
+    lines = [f"command: python scripts/reproduce_induction_paper.py --config {args.config}{' --tiny' if args.tiny else ''}"
+             f"{flags}",
+             f"model: {config.recipe.model.model_dump()}; training: {config.recipe.train.steps} steps x batch "
+             f"{config.recipe.train.batch_size}; LLC: {config.sweep.llc.chains} chains x {config.sweep.llc.draws} draws",
              f"device: {config.device}; timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in t.items()),
              f"LLC settings: {json.loads((run_dir / 'llc_settings.json').read_text()).get('choice')}", "",
              side_by_side(results.stages, total), ""]

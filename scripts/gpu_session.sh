@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Every GPU check of issues 3 and 7 in one command, for a session that is lent a GPU machine
+# (15 minutes of device time in all; one command may run 10). Prepare here first:
+#
+#   bash scripts/gpu_wheels.sh                      # .gpu-wheels/: what the GPU image lacks (~31 MB)
+#
+# then call the device tool's `run` with
+#
+#   command: bash scripts/gpu_session.sh            carry: [".gpu-wheels"]     timeout_s: 560
+#
+# Phases (each time-boxed; whatever finished is written to $OUT, at most 8 files):
+#   1. LLC throughput, ours vs devinterp 2.0.1 (paper-size LM and the quickstart toy)  -> bench_llc_gpu.txt
+#   2. the paper-size language-model run (configs/induction-paper.yaml), shortened to fit: train ->
+#      sweep -> detect -> report, then the side-by-side table with the paper's LM1-LM5 -> repro.md,
+#      repro.log, metrics.csv, stages.csv, training.json, report.html
+# Knobs (environment): BENCH_S (240), REPRO_S (280), STEPS (20000), BATCH (32), DRAWS (100).
+# GPU_SESSION_CPU=1 runs the same script on a CPU at toy size (a smoke test of the script itself).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-out/gpu-session}
+mkdir -p "$OUT"
+PY=${PY:-python3}
+BENCH_S=${BENCH_S:-240}; REPRO_S=${REPRO_S:-280}
+STEPS=${STEPS:-20000}; BATCH=${BATCH:-32}; DRAWS=${DRAWS:-100}
+export PYTHONUNBUFFERED=1
+
+if [ -d .gpu-wheels/ours ]; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/ours .gpu-wheels/ours/*.whl || exit 1
+  export PYTHONPATH=$PWD:/tmp/ours
+fi
+REF=()
+if [ -d .gpu-wheels/ref ]; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/ref .gpu-wheels/ref/*.whl \
+    && REF=(--ref-path /tmp/ref)
+fi
+command -v nvidia-smi >/dev/null && nvidia-smi -L
+"$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+
+if [ "${GPU_SESSION_CPU:-0}" = 1 ]; then
+  BENCH=(--device cpu --small --models toy --draws 5); REPRO=(--tiny)
+else
+  BENCH=(--draws 200); REPRO=(--steps "$STEPS" --batch-size "$BATCH" --llc-draws "$DRAWS")
+fi
+
+echo "== phase 1: LLC throughput (timeout ${BENCH_S}s)"
+timeout "$BENCH_S" "$PY" scripts/bench_llc_gpu.py "${REF[@]}" "${BENCH[@]}" 2>&1 | tee "$OUT/bench_llc_gpu.txt"
+
+echo "== phase 2: paper-size LM reproduction (timeout ${REPRO_S}s)"
+timeout "$REPRO_S" "$PY" scripts/reproduce_induction_paper.py "${REPRO[@]}" --out out --markdown "$OUT/repro.md" -q \
+  2>&1 | tee "$OUT/repro.log"
+# whatever finished, even when the time box cut the run short (sweeps are resumable, the machine is not)
+"$PY" - "$OUT" <<'PYEOF'
+import shutil, sys
+from pathlib import Path
+out = Path(sys.argv[1])
+runs = sorted(Path("out").glob("induction-paper*"), key=lambda p: p.stat().st_mtime)
+if not runs:
+    sys.exit("no run folder")
+run = runs[-1]
+for name in ("stages.csv", "training.json", "report.html"):
+    if (run / name).is_file():
+        shutil.copy(run / name, out / name)
+try:
+    from devinterp.results import load_results
+    load_results(run).metrics.to_csv(out / "metrics.csv", index=False)
+except Exception as err:  # a run cut short in training has no metrics yet
+    print(f"metrics: {type(err).__name__}: {err}")
+print("copied from", run, "->", sorted(p.name for p in out.iterdir()))
+PYEOF
