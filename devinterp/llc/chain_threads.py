@@ -14,6 +14,7 @@ one): anything that swaps parameters on a shared module (``functional_call``) is
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Sequence, TypeVar
 
@@ -23,6 +24,8 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 _POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}
+# a forked child inherits the pools but not their threads: it must make its own
+os.register_at_fork(after_in_child=_POOLS.clear)
 
 
 def _pool(workers: int, threads_each: int) -> ThreadPoolExecutor:

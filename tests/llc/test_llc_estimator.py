@@ -252,3 +252,29 @@ def test_restricted_llcs_in_one_batched_run_equal_separate_estimates():
     one_at_a_time = estimate_restricted_llcs(model, batches, next_token_loss, masks, **settings)  # CPU default
     for key in heads:
         np.testing.assert_allclose(one_at_a_time[key].chain_llcs, together[key].chain_llcs, rtol=1e-4, atol=1e-4)
+
+
+def test_chain_threads_work_in_a_forked_child():
+    # the worker pools are per process: a child forked after they exist must not wait on dead threads
+    import multiprocessing as mp
+
+    from devinterp.llc.chain_threads import map_on_workers
+
+    import threading
+
+    both = threading.Barrier(2, timeout=30)  # both worker threads exist (and then idle) in the parent
+
+    def meet(x):
+        both.wait()
+        return x * 2
+
+    assert map_on_workers(meet, [1, 2]) == [2, 4]
+    ctx = mp.get_context("fork")
+    with ctx.Pool(1) as pool:
+        assert pool.apply_async(_double_on_workers).get(timeout=20) == [2, 4]
+
+
+def _double_on_workers():
+    from devinterp.llc.chain_threads import map_on_workers
+
+    return map_on_workers(lambda x: x * 2, [1, 2])
