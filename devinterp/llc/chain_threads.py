@@ -15,7 +15,8 @@ one): anything that swaps parameters on a shared module (``functional_call``) is
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import Callable, Sequence, TypeVar
 
 import torch
@@ -50,14 +51,25 @@ def chain_slices(chains: int, workers: int) -> list[slice]:
     return [slice(a, b) for a, b in zip(bounds, bounds[1:])]
 
 
-def map_on_workers(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+def map_on_workers(fn: Callable[[T], R], items: Sequence[T], stop: threading.Event | None = None) -> list[R]:
     """``[fn(item) for item in items]``, one worker thread per item when there are several.
 
     Each worker runs with ``torch threads // len(items)`` intra-op threads (at least 1).
-    Exceptions are re-raised in the caller.
+    Exceptions are re-raised in the caller. If one worker fails or the caller is interrupted
+    (Ctrl-C), ``stop`` is set so that long-running ``fn``s that poll it can return early instead
+    of running on unseen.
     """
     if len(items) <= 1:
         return [fn(item) for item in items]
     threads_each = max(1, torch.get_num_threads() // len(items))
     futures = [_pool(len(items), threads_each).submit(fn, item) for item in items]
-    return [f.result() for f in futures]
+    try:
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)  # a failure is seen at once, not after the rest
+        failed = [f.exception() for f in futures if f in done and f.exception() is not None]
+        if failed:
+            raise failed[0]
+        return [f.result() for f in futures]
+    except BaseException:
+        if stop is not None:
+            stop.set()
+        raise

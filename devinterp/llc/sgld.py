@@ -17,6 +17,7 @@ reference library); they differ by their noise.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -94,12 +95,14 @@ def run_chains(
     schedule = data.schedule(steps, batch_size, seed)
     per_chain_mask = mask is not None and mask.dim() == 2
 
+    stop = threading.Event()
+
     def run_slice(sl: slice) -> tuple[Tensor, Tensor, int]:
         m = mask[sl] if per_chain_mask else mask
         return _advance(chain_loss, w0, data, schedule, epsilon=epsilon, nbeta=nbeta, gamma=gamma,
-                        noise_level=noise_level, steps=steps, seed=seed, mask=m, offsets=offsets[sl])
+                        noise_level=noise_level, steps=steps, seed=seed, mask=m, offsets=offsets[sl], stop=stop)
 
-    parts = map_on_workers(run_slice, chain_slices(chains, workers))
+    parts = map_on_workers(run_slice, chain_slices(chains, workers), stop=stop)
     losses = torch.cat([p[0] for p in parts], dim=1)
     drift_norm = torch.cat([p[1] for p in parts], dim=1)
     steps_run = max(p[2] for p in parts)
@@ -109,8 +112,9 @@ def run_chains(
 
 def _advance(chain_loss: ChainLoss, w0: Tensor, data: SGLDData, schedule: Tensor | None, *, epsilon: float,
              nbeta: float, gamma: float, noise_level: float, steps: int, seed: int, mask: Tensor | None,
-             offsets: list[int]) -> tuple[Tensor, Tensor, int]:
-    """Advance ``len(offsets)`` chains; return (losses Float[steps, c], drift norms Float[steps, c], steps run)."""
+             offsets: list[int], stop: threading.Event | None = None) -> tuple[Tensor, Tensor, int]:
+    """Advance ``len(offsets)`` chains; return (losses Float[steps, c], drift norms Float[steps, c], steps run).
+    Returns early (with what it has) once ``stop`` is set: the caller is abandoning the run."""
     device = w0.device
     W = w0.unsqueeze(0).repeat(len(offsets), 1)
     gens = chain_generators(seed, len(offsets), device, offsets)
@@ -118,6 +122,8 @@ def _advance(chain_loss: ChainLoss, w0: Tensor, data: SGLDData, schedule: Tensor
     losses = torch.full((steps, len(offsets)), float("nan"), dtype=W.dtype, device=device)
     drift_norm = torch.full((steps, len(offsets)), float("nan"), dtype=W.dtype, device=device)
     for t in range(steps):
+        if stop is not None and stop.is_set():
+            return losses, drift_norm, t
         batch = data.batch(None if schedule is None else schedule[t])
         loss, grad = chain_loss.loss_and_grad(W, batch)
         losses[t] = loss

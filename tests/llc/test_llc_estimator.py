@@ -278,3 +278,32 @@ def _double_on_workers():
     from devinterp.llc.chain_threads import map_on_workers
 
     return map_on_workers(lambda x: x * 2, [1, 2])
+
+
+def test_a_failing_chain_slice_stops_the_others():
+    # one worker's error reaches the caller and the other slice stops instead of running on unseen
+    import time
+
+    from devinterp.llc.fused_attn_only import fused_for
+    from devinterp.llc.sgld import run_chains
+
+    model, batches = _tiny_transformer()
+    flat = FlatParams.of(model)
+    fused = fused_for(model, next_token_loss, flat, torch.device("cpu"), "float32")
+    calls = {"slow": 0}
+
+    class Failing(type(fused)):
+        def loss_and_grad(self, W, batch):
+            if W.shape[0] == 1:  # the first slice (1 chain) fails at once
+                raise RuntimeError("boom")
+            calls["slow"] += 1
+            time.sleep(0.01)
+            return super().loss_and_grad(W, batch)
+
+    failing = Failing(model, next_token_loss, flat, torch.device("cpu"), "float32")
+    data = SGLDData.from_data(batches)
+    with pytest.raises(RuntimeError, match="boom"):
+        run_chains(failing, flat.flatten(model), data, epsilon=1e-3, nbeta=10.0, gamma=10.0, noise_level=1.0,
+                   chains=3, steps=2000, batch_size=8, seed=0, workers=2)
+    time.sleep(0.2)
+    assert calls["slow"] < 100  # stopped long before its 2000 steps
