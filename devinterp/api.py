@@ -35,7 +35,8 @@ def measurement_hash(config: RunConfig) -> str:
     sweep. Where they run (device, executor), strictness, the list of metric groups (adding one
     measures only it; each group's values do not depend on the others), detection and report
     settings may change freely between reruns, and so may the fields other sections gain."""
-    sweep = config.sweep.model_dump(mode="json", exclude={"executor", "strict", "metrics"})
+    unused = {"calibrate_max_length_factor"} if config.sweep.calibrate == "off" else set()  # no effect then
+    sweep = config.sweep.model_dump(mode="json", exclude={"executor", "strict", "metrics", *unused})
     parts = {"name": config.name, "checkpoints": None if config.checkpoints is None else str(config.checkpoints),
              "source": None if config.source is None else config.source.model_dump(mode="json"),
              "recipe": config.recipe.model_dump(mode="json"), "sweep": sweep}

@@ -396,9 +396,14 @@ class SweepConfig(StrictModel):
     )
     calibrate: Literal["off", "auto"] = Field(
         "off",
-        description="auto = choose epsilon/gamma with calibrate_llc at the first, middle (by index and by "
-                    "step) and last checkpoints before the sweep (other llc settings as given), then freeze "
-                    "them in llc_settings.json",
+        description="auto = choose epsilon/gamma (and burnin/draws, by the relaxation rule) with calibrate_llc "
+                    "at the first, middle (by index and by step) and last checkpoints before the sweep (other llc "
+                    "settings as given), then freeze them in llc_settings.json",
+    )
+    calibrate_max_length_factor: float = Field(
+        4.0, ge=1, description="calibrate auto: burnin and draws follow the relaxation rule (burn-in 3, draws 5 "
+                               "relaxation times 2/(epsilon*gamma); calibrate_llc), lengthening sweep.llc's chains "
+                               "to at most this factor x burnin + draws*thin; 1 = as configured",
     )
     threads: int = Field(1, ge=1, description="torch threads in the hot loops (1 is fastest for tiny models)")
     strict: bool = Field(False, description="fail (exit status 1) when any checkpoint failed; the rest are still measured")

@@ -26,16 +26,75 @@ Rule (REFERENCE.md §1.5):
    Measured on reduced-rank regression (5,3,5,0), true 6.5, full batch: ratio 0.49 / 0.35 / 0.24 /
    0.10 / 0.04 gave 9.67 / 8.42 / 7.36 / 6.69 / 6.82 (±0.1–0.4), i.e. +49% ... +3%: all were
    "healthy", only the ratio separates them.
+   Two skips save full-length runs that would fail (recorded as ``skipped``, with the reason):
+   *Stability margin*: an epsilon within ``divergence_margin`` (default 2) of one whose full-length
+   chains went non-finite at the same gamma. Divergence is a rare event whose chance grows with the
+   chain-steps run (long chains reach the tails of the flat directions, where the loss is stiffer),
+   so an epsilon next to a diverging one can survive the calibration run and diverge in the next.
+   Measured: normal crossing (1,2), gamma 0.361, 16 chains x 9,000 steps: eps 0.00562 diverged,
+   eps 0.00316 passed at the calibration's seed but diverged at 2 of 6 seeds. (A divergence within
+   the short screening run does not count: it marks violent instability, while the edge that
+   matters is the one at the estimate's own length.)
+   *Predicted drift ratio*: in a quadratic basin ratio = sqrt(eps * curvature)/2, and where a smaller
+   step also spreads the chains less into stiff regions within the same length it falls faster
+   (measured up to ~ eps^0.9), so ratio_run * eps / eps_run, from the full-length runs at larger
+   epsilons of the same gamma, is a lower bound; an epsilon where it exceeds the limit is skipped.
+   The 200-step screen underestimates the ratio where chains spread slowly into stiffer regions
+   (RRR (4,3,8,0), gamma 0.361, eps 5.6e-4: below 0.1 in the screen, 0.25 over 9,000 steps).
 4. The chosen epsilon is then divided by ``safety`` (default 1: none).
+5. Burn-in and draws follow the chain's slowest relaxation time (the relaxation rule, below), at
+   every candidate: each is judged with the chain length it would be used with. Applied only after
+   the search, candidates would be judged on far shorter chains: at a small epsilon they barely move
+   and can pass with a value far from equilibrium, and at a larger one a slow direction still
+   relaxing fails ``rising`` and pushes the search to smaller epsilons, which relax more slowly still.
 
-Cost: each candidate is first screened by a short run (``screen_steps`` steps, half burn-in) at the
-last model (in a sweep the latest checkpoint, the likeliest to sit at a minimum, where the drift
+Relaxation rule (burn-in and draws). Along a direction where L_n is flat, only the localization
+acts: w - w* follows an Ornstein-Uhlenbeck process whose mean decays by (1 - eps*gamma/2) per step,
+time constant **tau = 2/(eps*gamma)** steps. Loss curvature (a positive semi-definite Hessian) only
+adds to the restoring force, so tau bounds the relaxation time of every linear mode; singular
+models always have such flat directions. Per candidate (eps, gamma):
+
+* burn-in = ``burnin_taus`` * tau (c, default ln 20 = 3.0): the offset left at the first draw is
+  at most e^-c of the initial one (second moments, which chains started at w* must build up, relax
+  twice as fast: e^-2c). c = ln(2 / TREND_EFFECT): the offset left is half the 10% drift the trend
+  check tolerates (the accuracy asked of an LLC), and its mean over draws spanning k*tau is
+  <= e^-c/k = 1%.
+* draws * thin = ``draws_taus`` * tau (k, default 5): the integrated autocorrelation time of the
+  slow coordinate's square (what the loss sees; OU correlation e^(-2t/tau)) is tau, so each chain
+  holds about k independent draws along the slowest direction; k = ESS_MIN = 5 is the floor of the
+  ``low_ess`` check, below which the trend and R-hat checks cannot tell that direction's wander
+  from non-stationarity. (The loss trace's own autocorrelation time does not show this direction:
+  on normal crossing (1,2) it measured ~14 steps against tau = 3,100, while the LLC over steps
+  500-1,500 was 0.205 against 0.254 at equilibrium.)
+* Both only lengthen the configured burnin/draws, and together they are capped at
+  ``max_length_factor`` (default 4) x the configured burnin + draws*thin: the rule wants 8 tau,
+  and where that exceeds the cap both are scaled down by the same factor (the choice and the table
+  say so and give the worst-case offset e^-(burnin/tau) left). The cap is a budget: the rule never
+  makes an estimate more than that factor as expensive as configured. 1 (or c = k = 0) turns the
+  rule off.
+* Because tau grows as epsilon shrinks, a capped candidate that fails a mixing check (rising,
+  falling, rhat, low_ess) with its drift/noise ratio within the limit ends the scan of that gamma:
+  every smaller epsilon relaxes even less within the same cap (recorded as ``skipped``). Uncapped,
+  smaller epsilons get proportionally longer chains and are still tried. Without this, a small
+  epsilon whose chains barely move can pass the checks with a value far from the equilibrium one
+  (BENCHMARKS.md, icl-regression: LLC 54 at eps 3e-5 against 300 at 3e-4, with 200-step chains and
+  gamma 0.36, i.e. tau >= 10^4 steps).
+
+Cost of the rule: the analytic tests (delta = 0.03, weak localization) have tau = 1,000-175,000
+steps at their calibrated (eps, gamma), so the cap binds there (6,000 steps for 1,500 configured);
+the quickstart's calibrated eps 3e-5, gamma 948.7 (tau = 70) want 211 + 352 steps for 50 + 100
+configured (3.75x, under the cap); configs/icl-regression.yaml's eps 3e-4, gamma 6.67 (tau =
+1,000) would want 3,000 + 5,000 for 200 + 200, capped at 1,600 (burn-in 599 = 0.6 tau, draws 1 tau).
+
+Cost of the search: each candidate is first screened by a short run (``screen_steps`` steps, half
+burn-in) at the last model (in a sweep the latest checkpoint, the likeliest to sit at a minimum, where the drift
 ratio means what rule 3 says); a candidate that already goes non-finite or exceeds the drift ratio there is recorded
 (``screened``) and skipped without the full-length runs.
 
 Returns a :class:`CalibratedSettings`: an ``LLCSettings`` (use it wherever settings are expected)
 that also carries ``.table`` (one dict per (gamma, epsilon, model) tried: llc, stderr, healthy,
-reasons, drift/noise ratio, seconds) and ``.choice`` (a sentence saying why). Raises
+reasons, drift/noise ratio, burnin, draws, tau, capped, seconds) and ``.choice`` (a sentence saying
+why). Its burnin and draws are the rule's, frozen for the sweep like epsilon and gamma. Raises
 :class:`CalibrationError` (with ``.table``) when no setting passes.
 """
 
@@ -48,6 +107,7 @@ from pydantic import PrivateAttr
 from torch import Tensor, nn
 
 from devinterp.config import LLCSettings
+from devinterp.llc.diagnostics import ESS_MIN, TREND_EFFECT
 from devinterp.llc.estimator import estimate_llc, resolve_settings
 
 SAMPLER_CHECKS = ("nonfinite", "runaway", "rising", "falling", "rhat", "low_ess")
@@ -56,6 +116,10 @@ DEFAULT_EPSILONS = tuple(10 ** (-k / 4) for k in range(4, 29))  # 1e-1 ... 1e-7,
 # below a coarse grid point, and the next point down then mixes ~3x slower (too slow for R-hat).
 DEFAULT_DELTAS = (0.03, 0.1, 0.25)
 FALLBACK_DELTAS = (1.0, 3.0, 10.0, 30.0, 100.0)
+BURNIN_TAUS = math.log(2 / TREND_EFFECT)  # c = ln 20 = 3.0: offset left at the first draw <= TREND_EFFECT / 2
+DRAWS_TAUS = ESS_MIN  # k = 5: about ESS_MIN independent draws per chain along the slowest direction
+MAX_LENGTH_FACTOR = 4.0  # the rule lengthens chains to at most 4x the configured burnin + draws*thin
+MIXING_CHECKS = ("rising", "falling", "rhat", "low_ess")
 
 
 class CalibrationError(RuntimeError):
@@ -90,6 +154,69 @@ def _sampler_failures(reasons: list[str]) -> list[str]:
     return [r for r in reasons if r.split(":")[0] in SAMPLER_CHECKS]
 
 
+def relaxation_time(epsilon: float, gamma: float) -> float:
+    """tau = 2/(epsilon*gamma) SGLD steps: the time constant of the localization's pull along a
+    direction where the loss is flat (the slowest linear mode); inf when gamma = 0."""
+    return 2.0 / (epsilon * gamma) if gamma > 0 else math.inf
+
+
+def relaxation_lengths(settings: LLCSettings, epsilon: float, gamma: float, *, burnin_taus: float = BURNIN_TAUS,
+                       draws_taus: float = DRAWS_TAUS, max_length_factor: float = MAX_LENGTH_FACTOR) -> dict:
+    """The relaxation rule (module docstring): burn-in c*tau, draws*thin k*tau, never shorter than
+    ``settings``' burnin/draws, the two together capped at ``max_length_factor`` x the configured
+    burnin + draws*thin (both scaled down by the same factor when the rule wants more).
+
+    Returns {burnin, draws, tau, capped, wanted_steps, cap_steps}; ``capped`` is True when the cap
+    cut what the rule wanted.
+    """
+    if burnin_taus < 0 or draws_taus < 0:
+        raise ValueError(f"burnin_taus and draws_taus must be >= 0, got {burnin_taus}, {draws_taus}")
+    if max_length_factor < 1:
+        raise ValueError(f"max_length_factor must be >= 1, got {max_length_factor}")
+    tau = relaxation_time(epsilon, gamma)
+    thin = settings.thin
+    given = settings.burnin + settings.draws * thin
+    cap = math.floor(max_length_factor * given)
+    out = {"burnin": settings.burnin, "draws": settings.draws, "tau": tau, "capped": False,
+           "wanted_steps": math.nan, "cap_steps": cap}
+    if max_length_factor == 1 or burnin_taus + draws_taus == 0:
+        return out  # rule off
+    want_b, want_d = burnin_taus * tau, draws_taus * tau  # steps (inf when gamma = 0)
+    out["wanted_steps"] = want_b + want_d
+    scale = 1.0
+    if want_b + want_d > cap:
+        scale, out["capped"] = cap / (burnin_taus + draws_taus) / tau if math.isfinite(tau) else 0.0, True
+    if math.isfinite(tau):
+        b, d = want_b * scale, want_d * scale
+    else:  # no localization: the whole cap, split c : k
+        b, d = cap * burnin_taus / (burnin_taus + draws_taus), cap * draws_taus / (burnin_taus + draws_taus)
+    rnd = math.floor if out["capped"] else math.ceil  # capped: stay within the cap
+    out["burnin"] = max(settings.burnin, rnd(b))
+    out["draws"] = max(settings.draws, rnd(d / thin))
+    return out
+
+
+def _lengths_text(lengths: dict, settings: LLCSettings, burnin_taus: float, draws_taus: float,
+                  max_length_factor: float) -> str:
+    """How the relaxation rule set burnin/draws, for ``.choice``."""
+    tau, b, d = lengths["tau"], lengths["burnin"], lengths["draws"]
+    if math.isnan(lengths["wanted_steps"]):
+        return f"burnin={b}, draws={d} (as configured; relaxation rule off)"
+    text = f"burnin={b}, draws={d}"
+    if b == settings.burnin and d == settings.draws:
+        return text + (f" (as configured: the relaxation rule, {burnin_taus:.3g} + {draws_taus:.3g} x tau = "
+                       f"2/(eps*gamma) = {tau:.4g} steps, asks for no more)")
+    text += (f" (relaxation rule: tau = 2/(eps*gamma) = {tau:.4g} steps; burn-in {burnin_taus:.3g} tau, "
+             f"draws {draws_taus:.3g} tau")
+    if lengths["capped"]:
+        frac = b / tau if math.isfinite(tau) else 0.0
+        text += (f", capped at max_length_factor {max_length_factor:g} x the configured "
+                 f"{settings.burnin + settings.draws * settings.thin} steps = {lengths['cap_steps']} steps per chain, "
+                 f"so burn-in is {frac:.2g} tau (worst-case offset left e^-{frac:.2g} = {math.exp(-frac):.0%}) "
+                 f"and the draws span {d * settings.thin / tau if math.isfinite(tau) else 0.0:.2g} tau")
+    return text + ")"
+
+
 def calibrate_llc(
     models: nn.Module | Sequence[nn.Module],
     data: Iterable[Any],
@@ -103,6 +230,10 @@ def calibrate_llc(
     max_drift_ratio: float = 0.1,
     safety: float = 1.0,
     screen_steps: int = 200,
+    divergence_margin: float = 2.0,
+    burnin_taus: float = BURNIN_TAUS,
+    draws_taus: float = DRAWS_TAUS,
+    max_length_factor: float = MAX_LENGTH_FACTOR,
     n: int | None = None,
     device: Any = None,
     param_mask: dict | None = None,
@@ -113,8 +244,9 @@ def calibrate_llc(
 
     models:    one model or a sequence; each is estimated with the same data and settings.
     data, loss_fn, n, device, param_mask: as for :func:`estimate_llc`.
-    settings / **overrides: everything except epsilon and gamma (chains, draws, burnin, nbeta, seed...),
-               used unchanged in the search, so the chosen settings are tested as they will be used.
+    settings / **overrides: everything except epsilon and gamma (chains, nbeta, seed...), used unchanged
+               in the search, so the chosen settings are tested as they will be used; burnin and
+               draws are the floor the relaxation rule lengthens (per candidate, in the search too).
     epsilons:  candidate step sizes (scanned largest first); default 1e-1 ... 1e-7, factor 10**0.25.
     gammas:    candidate localizations (tried smallest first); default delta*sqrt(nbeta), delta in
                (0.03, 0.1, 0.25). Candidates with gamma/sqrt(nbeta) > max_delta are dropped.
@@ -123,6 +255,12 @@ def calibrate_llc(
     max_drift_ratio: largest allowed mean drift/noise step ratio (see rule 3).
     safety:    divide the chosen epsilon by this (>= 1).
     screen_steps: length of the cheap screening run (0 = no screening).
+    divergence_margin: an epsilon within this factor of one whose chains diverged (non-finite) at the
+               same gamma is skipped (see rule 3; 1 = no margin).
+    burnin_taus, draws_taus: c and k of the relaxation rule: burn-in c*tau, draws*thin k*tau with
+               tau = 2/(epsilon*gamma) (default c = ln 20 = 3.0, k = 5; module docstring).
+    max_length_factor: the rule's cap: burnin + draws*thin at most this x the configured (default 4;
+               1 = rule off, burnin/draws as given).
     log:       optional callable receiving one line per run (e.g. ``print``).
     """
     base = resolve_settings(settings, overrides)
@@ -131,6 +269,10 @@ def calibrate_llc(
         raise ValueError("calibrate_llc needs at least one model")
     if safety < 1:
         raise ValueError(f"safety must be >= 1, got {safety}")
+    if divergence_margin < 1:
+        raise ValueError(f"divergence_margin must be >= 1, got {divergence_margin}")
+    rule = dict(burnin_taus=burnin_taus, draws_taus=draws_taus, max_length_factor=max_length_factor)
+    relaxation_lengths(base, 1.0, 1.0, **rule)  # validates the rule's parameters before any run
     eps_grid = sorted(set(epsilons if epsilons is not None else DEFAULT_EPSILONS), reverse=True)
     table: list[dict] = []
 
@@ -146,8 +288,22 @@ def calibrate_llc(
     if gammas is None and fallback_deltas:
         gamma_grid += [d * math.sqrt(nbeta) for d in sorted(fallback_deltas) if d > max_delta]
 
+    def row(gamma: float, eps: float, model: int, res, lengths: dict, **fields) -> dict:
+        return {
+            "gamma": gamma, "delta": gamma / math.sqrt(nbeta), "epsilon": eps, "model": model,
+            "llc": res.llc, "stderr": res.stderr, "init_loss": res.init_loss,
+            "mean_loss": float(res.loss_trace.mean()),
+            "drift_noise_ratio": res.diagnostics.get("drift_noise_ratio", float("nan")),
+            "rhat": res.diagnostics.get("rhat", float("nan")), "seconds": res.seconds,
+            "burnin": lengths["burnin"], "draws": lengths["draws"], "tau": lengths["tau"],
+            "capped": lengths["capped"], **fields,
+        }
+
     for g_index, gamma in enumerate(gamma_grid):
-        for eps in eps_grid:
+        diverged: list[float] = []  # epsilons at this gamma whose full-length chains went non-finite
+        ratios: list[tuple[float, float]] = []  # (epsilon, drift/noise ratio) of full-length runs at this gamma
+        for e_index, eps in enumerate(eps_grid):
+            lengths = relaxation_lengths(base, eps, gamma, **rule)
             if screen_steps > 0:
                 half = max(screen_steps // 2, 1)
                 pre = estimate_llc(models[-1], data, loss_fn, settings=base, n=n, device=device, param_mask=param_mask,
@@ -155,21 +311,37 @@ def calibrate_llc(
                 ratio = pre.diagnostics.get("drift_noise_ratio", float("nan"))
                 nonfinite = any(r.startswith("nonfinite") for r in pre.reasons)
                 if nonfinite or ratio > max_drift_ratio:
-                    table.append({
-                        "gamma": gamma, "delta": gamma / math.sqrt(nbeta), "epsilon": eps, "model": len(models) - 1,
-                        "llc": pre.llc, "stderr": pre.stderr, "init_loss": pre.init_loss,
-                        "mean_loss": float(pre.loss_trace.mean()), "healthy": False, "passed": False,
-                        "reasons": "screened: " + ("non-finite" if nonfinite else f"drift/noise ratio {ratio:.3g} > {max_drift_ratio:g}")
-                        + f" in a {2 * half}-step run",
-                        "drift_noise_ratio": ratio, "rhat": float("nan"), "seconds": pre.seconds,
-                    })
+                    table.append(row(
+                        gamma, eps, len(models) - 1, pre, {**lengths, "burnin": half, "draws": half, "capped": False},
+                        healthy=False, passed=False,
+                        reasons="screened: " + ("non-finite" if nonfinite else f"drift/noise ratio {ratio:.3g} > {max_drift_ratio:g}")
+                        + f" in a {2 * half}-step run"))
                     if log is not None:
                         log(f"gamma={gamma:.4g} eps={eps:.3g}: {table[-1]['reasons']}")
                     continue
-            ok, judged = True, 0
+            edge = [d for d in diverged if d <= divergence_margin * eps]
+            # drift/noise ratio ~ sqrt(eps * curvature)/2, falling faster where smaller steps also spread
+            # the chains less into stiff regions: ratio * eps / eps_run (the optimistic end) is a lower
+            # bound from the full-length runs at larger epsilons of this gamma
+            predicted = max((r * eps / e for e, r in ratios), default=0.0)
+            skip = (f"within a factor {divergence_margin:g} of epsilon {min(edge):.3g}, whose chains diverged at "
+                    "this gamma (stability edge)" if edge else
+                    f"drift/noise ratio predicted {predicted:.3g} > {max_drift_ratio:g} from the full-length runs at "
+                    "larger epsilons (x eps/eps_run)" if predicted > max_drift_ratio else None)
+            if skip:
+                table.append({
+                    "gamma": gamma, "delta": gamma / math.sqrt(nbeta), "epsilon": eps, "model": None,
+                    "healthy": False, "passed": False, "burnin": lengths["burnin"], "draws": lengths["draws"],
+                    "tau": lengths["tau"], "capped": lengths["capped"], "reasons": "skipped: " + skip,
+                })
+                if log is not None:
+                    log(f"gamma={gamma:.4g} eps={eps:.3g}: {table[-1]['reasons']}")
+                continue
+            run = {"burnin": lengths["burnin"], "draws": lengths["draws"]}
+            ok, judged, mixing = True, 0, False
             for i, model in enumerate(models):
                 res = estimate_llc(model, data, loss_fn, settings=base, n=n, device=device, param_mask=param_mask,
-                                   epsilon=eps, gamma=gamma)
+                                   epsilon=eps, gamma=gamma, **run)
                 fails = _sampler_failures(res.reasons)
                 ratio = res.diagnostics.get("drift_noise_ratio", float("nan"))
                 not_a_minimum = any(r.startswith("negative") for r in res.reasons)
@@ -178,28 +350,34 @@ def calibrate_llc(
                 elif not fails and not ratio <= max_drift_ratio:
                     fails = [f"drift_ratio: drift/noise step ratio {ratio:.3g} > {max_drift_ratio:g} (epsilon too large)"]
                 judged += not not_a_minimum
-                table.append({
-                    "gamma": gamma, "delta": gamma / math.sqrt(nbeta), "epsilon": eps, "model": i,
-                    "llc": res.llc, "stderr": res.stderr, "init_loss": res.init_loss,
-                    "mean_loss": float(res.loss_trace.mean()), "healthy": res.healthy,
-                    "passed": None if not_a_minimum else not fails,
-                    "reasons": ("not at a minimum, left out: " if not_a_minimum else "")
-                    + "; ".join(res.reasons + [f for f in fails if f not in res.reasons]),
-                    "drift_noise_ratio": ratio,
-                    "rhat": res.diagnostics.get("rhat", float("nan")), "seconds": res.seconds,
-                })
+                if any(f.startswith("nonfinite") for f in fails):
+                    diverged.append(eps)
+                if math.isfinite(ratio) and not not_a_minimum:  # a descending chain's ratio says nothing of eps
+                    ratios.append((eps, ratio))
+                # a mixing failure says "too slow" only where the step size itself was acceptable
+                mixing = mixing or (ratio <= max_drift_ratio and any(f.split(":")[0] in MIXING_CHECKS for f in fails))
+                table.append(row(
+                    gamma, eps, i, res, lengths, healthy=res.healthy,
+                    passed=None if not_a_minimum else not fails,
+                    reasons=("not at a minimum, left out: " if not_a_minimum else "")
+                    + "; ".join(res.reasons + [f for f in fails if f not in res.reasons])))
                 if log is not None:
                     r = table[-1]
                     verdict = ("not at a minimum (left out)" if not_a_minimum else
                                "ok" if not fails else "; ".join(f.split(":")[0] for f in fails))
-                    log(f"gamma={gamma:.4g} eps={eps:.3g} model={i}: llc={r['llc']:.4g}±{r['stderr']:.2g} "
+                    log(f"gamma={gamma:.4g} eps={eps:.3g} model={i} burnin={run['burnin']} draws={run['draws']}"
+                        f"{' (capped)' if lengths['capped'] else ''}: llc={r['llc']:.4g}±{r['stderr']:.2g} "
                         f"ratio={r['drift_noise_ratio']:.3g} {verdict}")
                 if fails:
                     ok = False
                     break
             if ok and judged:
                 chosen_eps = eps / safety
-                out = CalibratedSettings.model_validate({**base.model_dump(), "epsilon": chosen_eps, "gamma": gamma})
+                if safety != 1:  # a smaller epsilon relaxes more slowly: the rule's lengths for it
+                    lengths = relaxation_lengths(base, chosen_eps, gamma, **rule)
+                out = CalibratedSettings.model_validate({
+                    **base.model_dump(), "epsilon": chosen_eps, "gamma": gamma,
+                    "burnin": lengths["burnin"], "draws": lengths["draws"]})
                 out._table = table
                 out._choice = (
                     f"epsilon={chosen_eps:.3g} (largest of {len(eps_grid)} tried whose chains passed the sampler checks and "
@@ -208,15 +386,29 @@ def calibrate_llc(
                        f"({len(models) - judged} not at one, left out)") +
                     f"{', divided by safety ' + str(safety) if safety != 1 else ''}),"
                     f" gamma={gamma:.4g} (smallest passing; delta=gamma/sqrt(nbeta)={gamma / math.sqrt(nbeta):.3g}),"
-                    f" nbeta={nbeta:.4g}"
+                    f" nbeta={nbeta:.4g}, " + _lengths_text(lengths, base, burnin_taus, draws_taus, max_length_factor)
                 )
                 if g_index >= strict_gammas:
                     out._choice += (f"; no gamma with delta <= {max_delta:g} passed, so this stronger localization "
                                     "biases the absolute LLC low: compare values across checkpoints, not with theory")
                 return out
+            if mixing and lengths["capped"] and e_index + 1 < len(eps_grid):
+                rest = eps_grid[e_index + 1:]
+                table.append({
+                    "gamma": gamma, "delta": gamma / math.sqrt(nbeta), "epsilon": rest[0], "model": None,
+                    "healthy": False, "passed": False,
+                    "reasons": f"skipped: epsilon {rest[0]:.3g} ... {rest[-1]:.3g} ({len(rest)} values) at this gamma, "
+                               f"since eps={eps:.3g} failed a mixing check with chains capped at "
+                               f"{lengths['burnin'] + lengths['draws'] * base.thin} steps (tau = {lengths['tau']:.4g}); "
+                               "smaller epsilons relax even less within the same cap",
+                })
+                if log is not None:
+                    log(f"gamma={gamma:.4g}: {table[-1]['reasons']}")
+                break
     raise CalibrationError(
         f"no (epsilon, gamma) on the grid passed the sampler checks at all {len(models)} models "
         f"(epsilons {eps_grid[0]:.3g}..{eps_grid[-1]:.3g}, gammas {[round(g, 4) for g in gamma_grid]}); "
-        "try more burnin/draws, smaller epsilons or larger gammas; see .table for the reasons",
+        "try more burnin/draws (or a larger max_length_factor), smaller epsilons or larger gammas; "
+        "see .table for the reasons",
         table,
     )
