@@ -4,7 +4,7 @@ On a CPU the fused step of a small model is made of many small kernels; splittin
 the intra-op threads costs more than it gains. Giving each thread its own slice of chains for the
 whole run, with one intra-op thread (``torch threads // workers``), is faster: chains are
 independent given the shared minibatch schedule, so the slices never wait for each other
-(measured on the quickstart model, 2 cores: BENCHMARKS.md, "CPU speed-ups"). PyTorch kernels
+(scripts/bench_chain_threads.py; BENCHMARKS.md, "CPU, quickstart model"). PyTorch kernels
 release the GIL, so the slices run in parallel; the intra-op thread count is thread-local, so the
 workers' setting leaves the caller's alone.
 

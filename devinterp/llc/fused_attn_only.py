@@ -9,11 +9,11 @@ model's own forward), so it is used only when ``loss_fn`` is that function.
 Precision: with ``compute_dtype="bfloat16"`` the weights are cast once per step (embedding tables
 excepted: their gather and scatter-add gradient stay in float32) and every op runs in bf16, the
 cross-entropy in float32. This is what autocast would do minus its per-op casts and its float32
-softmax over the [T, T] scores (measured 1.05-1.2x faster on a CPU; BENCHMARKS.md).
+softmax over the [T, T] scores (roughly 1.05-1.2x faster on a CPU in development runs; BENCHMARKS.md).
 
 Attention: the fused kernel (``scaled_dot_product_attention``), except bfloat16 on a CPU, where
 explicit scores with a causal mask are faster on CPUs with AVX512-BF16 (the CPU flash kernel is
-slow for small head sizes: 39 vs 4.3 ms per layer on the quickstart model, 2 cores).
+slow for small head sizes: about 9x slower on the quickstart model, measured during development).
 
 It is thread-safe, so on a CPU slices of chains run on worker threads (:mod:`devinterp.llc.chain_threads`).
 """

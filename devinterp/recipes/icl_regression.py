@@ -22,10 +22,10 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from devinterp import _io
-from devinterp.checkpoints import DirectorySource, save_checkpoint
+from devinterp.checkpoints import DirectorySource
 from devinterp.config import ICLDataConfig, ICLModelConfig, ICLTrainConfig, RunConfig
 from devinterp.recipes.schedule import checkpoint_plan
-from devinterp.recipes.train_state import append_refined, data_generator, resume_point, save_train_state
+from devinterp.recipes.train_state import append_refined, data_generator, resume_point, save_step
 
 FINAL_EVAL_SEQUENCES = 2048
 FINAL_EVAL_SEED = 777  # the final held-out loss in training.json (the sweep has its own seeds)
@@ -174,12 +174,9 @@ def _train_loop(config: RunConfig, model, opt, sched, gen: torch.Generator, firs
         xs, ys = regression_batch(train.batch_size, model_cfg.task_size, model_cfg.max_examples, data, gen)
         loss = regression_loss(model, (xs.to(config.device), ys.to(config.device)))
         if step in wanted:  # weights before this step's update
-            path = save_checkpoint(ckpt_dir / f"{step}.safetensors", model.state_dict(), step=step, model=model_cfg,
-                                   extra={"train_loss": loss.item(), "recipe_hash": recipe_hash})
-            if gen_state is not None:
-                save_train_state(ckpt_dir, step, {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                                                  "data_generator": gen_state})
-            rows.append({"step": step, "file": path.name, "train_loss": loss.item(), "recipe_hash": recipe_hash})
+            state = None if gen_state is None else {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                                                    "data_generator": gen_state}
+            rows.append(save_step(ckpt_dir, step, model, model_cfg, loss.item(), recipe_hash, state))
             bar.set_postfix(loss=f"{loss.item():.3f}")
         if step == last:
             break

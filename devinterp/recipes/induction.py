@@ -15,13 +15,13 @@ import torch
 from tqdm.auto import tqdm
 
 from devinterp import _io
-from devinterp.checkpoints import DirectorySource, save_checkpoint
+from devinterp.checkpoints import DirectorySource
 from devinterp.config import RunConfig
 from devinterp.models.attn_only import build_bridge
 from devinterp.recipes.data import induction_batch
 from devinterp.recipes.schedule import checkpoint_plan
 from devinterp.recipes.train_state import (
-    append_refined, data_generator, resume_point, save_train_state, train_state_path,
+    append_refined, data_generator, resume_point, save_step, train_state_path,
 )
 
 
@@ -97,13 +97,8 @@ def _train_loop(config: RunConfig, model, opt, gen: torch.Generator, first: int,
         tokens = induction_batch(recipe.train.batch_size, recipe.model.n_ctx, recipe.model.d_vocab, recipe.data, gen)
         loss = model(tokens.to(config.device), return_type="loss")
         if step in wanted:
-            path = save_checkpoint(
-                ckpt_dir / f"{step}.safetensors", model.state_dict(), step=step, model=recipe.model,
-                extra={"train_loss": loss.item(), "recipe_hash": recipe_hash},
-            )
-            if gen_state is not None:
-                save_train_state(ckpt_dir, step, {"optimizer": opt.state_dict(), "data_generator": gen_state})
-            rows.append({"step": step, "file": path.name, "train_loss": loss.item(), "recipe_hash": recipe_hash})
+            state = None if gen_state is None else {"optimizer": opt.state_dict(), "data_generator": gen_state}
+            rows.append(save_step(ckpt_dir, step, model, recipe.model, loss.item(), recipe_hash, state))
             bar.set_postfix(loss=f"{loss.item():.3f}")
         if step == last:
             break
