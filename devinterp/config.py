@@ -237,6 +237,7 @@ class LanguageTrainConfig(StrictModel):
     schedule: ScheduleConfig = Field(
         default_factory=lambda: ScheduleConfig(n_log=50, switch_step=1000, linear_every=1000),
         description="checkpoint steps: log-spaced, then linear")
+    save_train_state: bool = Field(True, description=SAVE_TRAIN_STATE)
 
 
 class LanguageRecipeConfig(StrictModel):
@@ -332,7 +333,9 @@ class LLCSettings(StrictModel):
     burnin: int = Field(100, ge=0, description="SGLD steps per chain discarded before the draws")
     thin: int = Field(1, ge=1, description="SGLD steps between recorded draws")
     batch_size: int = Field(32, ge=1, description="sequences per SGLD minibatch")
-    init_loss_batches: int = Field(16, ge=1, description="batches averaged for L_n(w*)")
+    init_loss_batches: int | None = Field(
+        None, ge=1, description="batches averaged for L_n(w*); null = every sample of the SGLD data (exact)"
+    )
     seed: int = Field(0, description="seed of the chains' noise and batch order (shared by all checkpoints)")
     noise_level: float = Field(
         1.0, ge=0, description="sigma, the scale of the injected noise; 1 samples the posterior, 0 is plain SGD (tests)"

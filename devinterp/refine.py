@@ -86,7 +86,7 @@ def refine(run_dir: str | Path, *, boundaries: list[int] | None = None, points: 
     """Densify the checkpoints around the run's stage boundaries, measure them and re-detect.
 
     run_dir:    a run folder made by ``devinterp run`` with a recipe that can resume (``induction``,
-                ``icl-regression``; its checkpoints carry training
+                ``icl-regression``, ``language``; its checkpoints carry training
                 state: ``train.save_train_state``, the default) and a ``stages.csv``.
     boundaries: steps near the boundaries to refine (default: every boundary).
     points:     new checkpoints per window (evenly spaced in steps).

@@ -102,12 +102,15 @@ class SGLDData:
         leaves, spec = tree_flatten(self.pooled)
         return tree_unflatten([x[index.to(x.device)] for x in leaves], spec)
 
-    def init_batches(self, k: int, batch_size: int, seed: int) -> tuple[list[Any], list[int], float]:
-        """Batches for L_n(w*): up to ``k`` disjoint minibatches from a seeded permutation.
+    def init_batches(self, k: int | None, batch_size: int, seed: int) -> tuple[list[Any], list[int], float]:
+        """Batches for L_n(w*): up to ``k`` disjoint minibatches from a seeded permutation (``k`` None:
+        enough to cover the whole pool).
 
         Returns (batches, their sizes, finite-population factor). When ``k * batch_size`` covers the
         pool, the batches are exactly the pool (so the init loss is L_n(w*) itself, factor 0).
         """
+        if k is None:
+            k = self.n_pooled if self.raw_batches is not None else -(-self.n_pooled // batch_size)
         if self.raw_batches is not None:
             k = min(k, self.n_pooled)
             return self.raw_batches[:k], [1] * k, 1.0 - k / self.n_pooled

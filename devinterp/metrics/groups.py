@@ -54,13 +54,13 @@ def measure_heads(models: CheckpointModels, data: SweepData) -> list[dict]:
 
 
 def measure_llc(models: CheckpointModels, data: SweepData) -> list[dict]:
-    """LLC by SGLD with the sweep's frozen settings: one aggregate row (stderr across chains, health)
-    and one row per chain."""
+    """LLC by SGLD with the sweep's frozen settings: one aggregate row (stderr: across chains and of
+    L_n(w*), ``LLCResult.total_stderr``; health) and one row per chain."""
     from devinterp.llc import estimate_llc
 
     result = estimate_llc(models.fast, data.llc_batches, data.loss_fn, settings=data.llc_settings)
     reason = "; ".join(result.reasons)
-    rows = [row("llc", result.llc, stderr=result.stderr, healthy=bool(result.healthy), reason=reason,
+    rows = [row("llc", result.llc, stderr=result.total_stderr, healthy=bool(result.healthy), reason=reason,
                 init_loss=result.init_loss, nbeta=result.nbeta)]
     for chain, value in enumerate(result.chain_llcs):
         rows.append(row("llc", value, chain=chain, healthy=bool(result.healthy), reason=reason,
@@ -71,7 +71,7 @@ def measure_llc(models: CheckpointModels, data: SweepData) -> list[dict]:
 def measure_head_llc(models: CheckpointModels, data: SweepData) -> list[dict]:
     """Weight-restricted LLC of each attention head (REFERENCE.md §1.7: SGLD over that head's W_Q, W_K,
     W_V, W_O rows/columns and biases, all else frozen), every head's chains in one batched run with
-    the sweep's frozen settings: per head one aggregate row (stderr across chains, health) and one
+    the sweep's frozen settings: per head one aggregate row (total stderr, health) and one
     row per chain. Heads: ``sweep.head_llc_heads`` (default all)."""
     from devinterp.llc import estimate_restricted_llcs, head_masks, parse_head
 
@@ -84,7 +84,7 @@ def measure_head_llc(models: CheckpointModels, data: SweepData) -> list[dict]:
         reason = "; ".join(result.reasons)
         common = dict(layer=layer, head=head, healthy=bool(result.healthy), reason=reason,
                       init_loss=result.init_loss, nbeta=result.nbeta)
-        rows.append(row("head_llc", result.llc, stderr=result.stderr, **common))
+        rows.append(row("head_llc", result.llc, stderr=result.total_stderr, **common))
         rows.extend(row("head_llc", value, chain=chain, **common) for chain, value in enumerate(result.chain_llcs))
     return rows
 

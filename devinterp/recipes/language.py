@@ -22,7 +22,8 @@ batch (one loop over positions for the Markov chain; one gather per copied span)
 
 Training (:func:`train_language`): AdamW with the recipe's lr and weight decay (the paper: 1e-3,
 0.05, constant), gradient clipping, on the fused hook-free model (same weights and names as the
-TransformerLens bridge it is initialised from); checkpoints on the log-then-linear schedule.
+TransformerLens bridge it is initialised from); checkpoints on the log-then-linear schedule, each with
+its training state so that :func:`resume_language` (``devinterp refine``) can continue the run exactly.
 """
 
 from __future__ import annotations
@@ -39,9 +40,12 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from devinterp import _io
-from devinterp.checkpoints import DirectorySource, save_checkpoint
+from devinterp.checkpoints import DirectorySource
 from devinterp.config import LanguageDataConfig, RunConfig
 from devinterp.recipes.schedule import checkpoint_plan
+from devinterp.recipes.train_state import (
+    append_refined, data_generator, resume_point, save_step, train_state_path,
+)
 
 # Training batches generated per call of the Markov chain: its loop over positions costs about the
 # same for any batch size, so it is amortised over several batches (more on a GPU, where the data are
@@ -180,64 +184,124 @@ def train_language(config: RunConfig, run_dir: str | Path, progress: bool = True
     """Train ``config.recipe`` (a language recipe) into ``run_dir/checkpoints``; return the source.
 
     If every scheduled checkpoint is already on disk (same recipe hash), nothing is trained. Writes
-    ``checkpoints/<step>.safetensors`` (attention-only family: the bridge's parameter names),
+    ``checkpoints/<step>.safetensors`` (attention-only family: the bridge's parameter names), with
+    ``train.save_train_state`` also ``<step>.train_state.pt`` (for :func:`resume_language`),
     ``checkpoints/index.csv`` and ``training.json`` (wall time, steps, final train loss, tokens seen).
     """
-    from devinterp.metrics.losses import next_token_loss
     from devinterp.models.attn_only import AttnOnlyTransformer, build_bridge
 
     recipe = config.recipe
-    model_cfg, data, train = recipe.model, recipe.data, recipe.train
+    model_cfg, train = recipe.model, recipe.train
     run_dir = Path(run_dir)
     plan = checkpoint_plan(config, run_dir)
-    ckpt_dir, steps, recipe_hash, index_path = plan.ckpt_dir, plan.steps, plan.recipe_hash, plan.index_path
     if plan.complete():
-        return DirectorySource(ckpt_dir, model=model_cfg)
+        return DirectorySource(plan.ckpt_dir, model=model_cfg)
 
-    device = torch.device(config.device)
-    if device.type == "cpu":
-        torch.set_num_threads(config.sweep.threads)
+    device = _setup_device(config)
     torch.manual_seed(train.seed)
     # the bridge's initialisation (TransformerLens), trained as the fused model with the same names
     init = build_bridge(model_cfg, seed=train.seed).state_dict()
     model = AttnOnlyTransformer.from_state_dict(model_cfg, init).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=train.lr, betas=(0.9, 0.999), weight_decay=train.weight_decay)
+    opt = _optimizer(model, train)
     gen = torch.Generator(device=device).manual_seed(train.seed + 1)  # on a GPU, the data are made there
-    per_call = GENERATE_BATCHES.get(device.type, 8)
+    t0 = time.perf_counter()
+    rows = _train_loop(config, model, opt, gen, 0, train.steps, set(plan.steps), plan.ckpt_dir, plan.recipe_hash,
+                       progress, per_call=GENERATE_BATCHES.get(device.type, 8))
+    seconds = time.perf_counter() - t0
+    _io.write_csv(plan.index_path, pd.DataFrame(rows).assign(refined=False))
+    _io.write_json(run_dir / "training.json", {
+        "recipe": recipe.name, "recipe_hash": plan.recipe_hash, "seconds": round(seconds, 2), "steps": train.steps,
+        "n_checkpoints": len(rows), "device": config.device, "final_train_loss": rows[-1]["train_loss"],
+        "tokens_seen": train.steps * train.batch_size * model_cfg.n_ctx,
+    })
+    return DirectorySource(plan.ckpt_dir, model=model_cfg)
+
+
+def resume_language(config: RunConfig, run_dir: str | Path, start: int, save_steps: list[int],
+                    progress: bool = True) -> list[dict]:
+    """Continue the recipe's run from its checkpoint at ``start`` and save checkpoints at ``save_steps``
+    (all > ``start``): weights, AdamW state and the data stream (the generator's state at the start of
+    the data chunk holding step ``start``, that chunk regenerated and the batches before ``start``
+    dropped, with the run's ``per_call``) are restored, so the continued run is the original one
+    (bitwise on CPU at a fixed thread count). Appends the new rows to ``index.csv`` (``refined`` =
+    True) and returns them; errors as :func:`devinterp.recipes.train_state.resume_point`, and
+    ValueError naming the state file when its data stream was generated on another device type."""
+    from devinterp.checkpoints import load_state_dict
+    from devinterp.models.attn_only import AttnOnlyTransformer
+
+    train = config.recipe.train
+    plan = checkpoint_plan(config, run_dir)
+    point = resume_point(plan, start, save_steps)
+    if point is None:
+        return []
+    device = _setup_device(config)
+    state = point.state
+    if state["data_device"] != device.type:
+        raise ValueError(f"{train_state_path(plan.ckpt_dir, start)}: the run's data were generated on "
+                         f"{state['data_device']}; resume it with device {state['data_device']!r}, not "
+                         f"{config.device!r}")
+    model = AttnOnlyTransformer.from_state_dict(config.recipe.model, load_state_dict(point.weights_file)).to(device)
+    opt = _optimizer(model, train)
+    opt.load_state_dict(state["optimizer"])
+    gen = data_generator(state, device)
+    rows = _train_loop(config, model, opt, gen, start, point.save_steps[-1], set(point.save_steps), plan.ckpt_dir,
+                       plan.recipe_hash, progress, per_call=int(state["per_call"]), skip=int(state["chunk_position"]))
+    return append_refined(plan, point, rows)
+
+
+def _setup_device(config: RunConfig) -> torch.device:
+    device = torch.device(config.device)
+    if device.type == "cpu":
+        torch.set_num_threads(config.sweep.threads)
+    return device
+
+
+def _optimizer(model, train) -> torch.optim.AdamW:
+    """AdamW at the recipe's constant learning rate (no schedule)."""
+    return torch.optim.AdamW(model.parameters(), lr=train.lr, betas=(0.9, 0.999), weight_decay=train.weight_decay)
+
+
+def _train_loop(config: RunConfig, model, opt, gen: torch.Generator, first: int, last: int, wanted: set[int],
+                ckpt_dir: Path, recipe_hash: str, progress: bool, per_call: int, skip: int = 0) -> list[dict]:
+    """Steps ``first``..``last``. The batches come in chunks of ``per_call``, each generated from ``gen``
+    when the previous chunk is used up; the first chunk's first ``skip`` batches are dropped (they were
+    the steps before ``first``). At each step: compute the loss, save a checkpoint if the step is
+    ``wanted`` (weights before that step's update; with ``train.save_train_state`` also the AdamW
+    state, ``gen``'s state before the step's chunk was generated, the step's position in that chunk,
+    ``per_call`` and the generator's device type), then update (clipped gradients). Returns the index rows."""
+    from devinterp.metrics.losses import next_token_loss
+
+    model_cfg, data, train = config.recipe.model, config.recipe.data, config.recipe.train
+    device = torch.device(config.device)
     autocast = (torch.autocast(device_type=device.type, dtype=torch.bfloat16) if train.compute_dtype == "bfloat16"
                 else contextlib.nullcontext())
-    wanted, rows, pending = set(steps), [], []
-    t0 = time.perf_counter()
     model.train()
-    bar = tqdm(range(train.steps + 1), desc=f"train {config.name}", unit="step", disable=not progress)
+    rows, pending, chunk_state = [], [], None
+    bar = tqdm(range(first, last + 1), desc=f"train {config.name}", unit="step", disable=not progress)
     for step in bar:
         if not pending:
+            chunk_state = gen.get_state()
             chunk = language_batch(train.batch_size * per_call, model_cfg.n_ctx, model_cfg.d_vocab, data, gen)
-            pending = list(chunk.split(train.batch_size))
+            pending, skip = list(chunk.split(train.batch_size))[skip:], 0
+        position = per_call - len(pending)
         tokens = pending.pop(0).to(device, non_blocking=True)
         with autocast:
             loss = next_token_loss(model, tokens)
         if step in wanted:  # weights before this step's update
-            path = save_checkpoint(ckpt_dir / f"{step}.safetensors", model.state_dict(), step=step, model=model_cfg,
-                                   extra={"train_loss": loss.item(), "recipe_hash": recipe_hash})
-            rows.append({"step": step, "file": path.name, "train_loss": loss.item(), "recipe_hash": recipe_hash})
+            state = None if not train.save_train_state else {
+                "optimizer": opt.state_dict(), "data_generator": chunk_state, "chunk_position": position,
+                "per_call": per_call, "data_device": gen.device.type}
+            rows.append(save_step(ckpt_dir, step, model, model_cfg, loss.item(), recipe_hash, state))
             bar.set_postfix(loss=f"{loss.item():.3f}")
-        if step == train.steps:
+        if step == last:
             break
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if train.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
         opt.step()
-    seconds = time.perf_counter() - t0
-    _io.write_csv(index_path, pd.DataFrame(rows).assign(refined=False))
-    _io.write_json(run_dir / "training.json", {
-        "recipe": recipe.name, "recipe_hash": recipe_hash, "seconds": round(seconds, 2), "steps": train.steps,
-        "n_checkpoints": len(rows), "device": config.device, "final_train_loss": rows[-1]["train_loss"],
-        "tokens_seen": train.steps * train.batch_size * model_cfg.n_ctx,
-    })
-    return DirectorySource(ckpt_dir, model=model_cfg)
+    return rows
 
 
 __all__ = ["LanguageTables", "copy_spans", "fixed_language_batches", "language_batch", "language_tables",
-           "markov_text", "train_language", "zipf_probabilities"]
+           "markov_text", "resume_language", "train_language", "zipf_probabilities"]

@@ -76,6 +76,12 @@ def _resume_icl(config: RunConfig, run_dir: Path, start: int, save_steps: list[i
     return resume_icl_regression(config, run_dir, start, save_steps, progress=progress)
 
 
+def _resume_language(config: RunConfig, run_dir: Path, start: int, save_steps: list[int], progress: bool) -> list[dict]:
+    from devinterp.recipes.language import resume_language
+
+    return resume_language(config, run_dir, start, save_steps, progress=progress)
+
+
 def _token_data(config: RunConfig, model, batches: Callable[[int, int, int], list]) -> dict:
     """Eval, head and SGLD data of a token recipe; ``batches(n_sequences, batch_size, seed)``."""
     from devinterp.metrics.heads import repeated_random_tokens
@@ -118,7 +124,7 @@ def _icl_data(config: RunConfig, model) -> dict:
 
 RECIPE_SPECS: dict[str, RecipeSpec] = {
     "induction": RecipeSpec("induction", _train_induction, _induction_data, _resume_induction),
-    "language": RecipeSpec("language", _train_language, _language_data),
+    "language": RecipeSpec("language", _train_language, _language_data, _resume_language),
     "icl-regression": RecipeSpec("icl-regression", _train_icl, _icl_data, _resume_icl),
 }
 

@@ -3,7 +3,9 @@
 At each saved step ``s`` a recipe that supports resuming writes ``checkpoints/<s>.train_state.pt``:
 ``{"step": s, "optimizer": ..., "data_generator": ..., [other recipe state, e.g. "scheduler"]}``, all
 taken *before* step ``s``'s batch is drawn and its update applied, next to the weights of
-``<s>.safetensors`` (also before the update). Continuing from there replays the original run.
+``<s>.safetensors`` (also before the update). Continuing from there replays the original run. (The
+language recipe draws its batches in chunks: its generator state is the one before the chunk holding
+step ``s``, saved with the step's position in that chunk.)
 """
 
 from __future__ import annotations
@@ -28,6 +30,19 @@ def train_state_path(ckpt_dir: Path, step: int) -> Path:
 def save_train_state(ckpt_dir: Path, step: int, state: dict) -> None:
     """Write ``state`` (tensors and plain values) for checkpoint ``step``, atomically."""
     _io.atomic_write(train_state_path(ckpt_dir, step), lambda p: torch.save({"step": step, **state}, p))
+
+
+def save_step(ckpt_dir: Path, step: int, model, model_cfg, loss: float, recipe_hash: str,
+              train_state: dict | None = None) -> dict:
+    """Save checkpoint ``step`` (the weights before that step's update, with its train loss and the
+    recipe hash) and, if given, its training state; return its ``index.csv`` row."""
+    from devinterp.checkpoints import save_checkpoint
+
+    path = save_checkpoint(Path(ckpt_dir) / f"{step}.safetensors", model.state_dict(), step=step, model=model_cfg,
+                           extra={"train_loss": loss, "recipe_hash": recipe_hash})
+    if train_state is not None:
+        save_train_state(ckpt_dir, step, train_state)
+    return {"step": step, "file": path.name, "train_loss": loss, "recipe_hash": recipe_hash}
 
 
 @dataclass
@@ -64,9 +79,9 @@ def resume_point(plan: CheckpointPlan, start: int, save_steps: list[int]) -> Res
     return ResumePoint(index, plan.ckpt_dir / str(file), state, todo)
 
 
-def data_generator(state: dict) -> torch.Generator:
-    """The training data stream's generator as it was saved."""
-    gen = torch.Generator()
+def data_generator(state: dict, device: str | torch.device = "cpu") -> torch.Generator:
+    """The training data stream's generator as it was saved (a generator on ``device``, where it ran)."""
+    gen = torch.Generator(device=device)
     gen.set_state(state["data_generator"])
     return gen
 
@@ -79,5 +94,5 @@ def append_refined(plan: CheckpointPlan, point: ResumePoint, rows: list[dict]) -
     return rows
 
 
-__all__ = ["ResumePoint", "append_refined", "data_generator", "resume_point", "save_train_state",
+__all__ = ["ResumePoint", "append_refined", "data_generator", "resume_point", "save_step", "save_train_state",
            "train_state_path", "TRAIN_STATE_SUFFIX"]

@@ -56,3 +56,21 @@ def boundary_confidence(boundaries: list[int], detect: Callable[[np.ndarray], li
     lo = np.array([min(np.percentile(v, 5), bk) if v else bk for v, bk in zip(near, b)])
     hi = np.array([max(np.percentile(v, 95), bk) if v else bk for v, bk in zip(near, b)])
     return conf, np.floor(lo).astype(int), np.ceil(hi).astype(int)
+
+
+def step_interval(steps: np.ndarray, lo: int, hi: int) -> tuple[int, int]:
+    """The steps bounding a boundary whose checkpoint-index interval is ``lo..hi``, widened by the
+    grid's resolution: a boundary placed at a checkpoint is only known to lie nearer to it than to
+    its neighbours, so each end moves half-way (in log(step + 1), the papers' axis) to the
+    neighbouring checkpoint outside the interval; the first and last checkpoints are not widened
+    past. Denser checkpoints therefore narrow the interval even when every resample agrees."""
+    steps = np.asarray(steps, float)
+    n = len(steps)
+    lo, hi = int(np.clip(lo, 0, n - 1)), int(np.clip(hi, 0, n - 1))
+
+    def halfway(a: float, b: float) -> float:  # midpoint of log(step + 1)
+        return float(np.sqrt((a + 1.0) * (b + 1.0)) - 1.0)
+
+    s_lo = halfway(steps[lo - 1], steps[lo]) if lo > 0 else steps[lo]
+    s_hi = halfway(steps[hi], steps[hi + 1]) if hi + 1 < n else steps[hi]
+    return int(np.floor(s_lo)), int(np.ceil(s_hi))

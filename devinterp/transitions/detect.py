@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from devinterp.config import ConfigError, DetectConfig, _format_errors
 from devinterp.tables import STAGE_COLUMNS, normalize_metrics
 from devinterp.transitions import changepoints as cp
-from devinterp.transitions.bootstrap import boundary_confidence, resamples
+from devinterp.transitions.bootstrap import boundary_confidence, resamples, step_interval
 from devinterp.transitions.classify import change_with_stderr, classify_stage
 from devinterp.transitions.critical import Boundary, SlopeProfile, critical_z, find_critical_points
 from devinterp.transitions.heads import head_tables, rank_heads
@@ -297,8 +297,7 @@ def _detect_run(m: pd.DataFrame, run: str, cfg: DetectConfig) -> pd.DataFrame:
             c, blo, bhi = 1.0, int(sig.step[0]), int(sig.step[0])
         else:
             c = float(conf[k - 1])
-            blo = int(sig.step[int(np.clip(lo[k - 1], 0, n - 1))])
-            bhi = int(sig.step[int(np.clip(hi[k - 1], 0, n - 1))])
+            blo, bhi = step_interval(sig.step, lo[k - 1], hi[k - 1])
         rows.append({"run": run, "stage": k + 1, "start_step": int(sig.step[i]), "end_step": int(sig.step[j]),
                      "type": kind, "d_loss": d_loss, "d_llc": d_llc, "d_llc_stderr": se, "confidence": c,
                      "boundary_lo": blo, "boundary_hi": bhi, "heads": ",".join(heads),

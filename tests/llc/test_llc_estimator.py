@@ -189,6 +189,22 @@ def test_init_loss_covers_all_data_when_batches_suffice():
     assert r.init_loss_stderr == 0.0
 
 
+
+def test_init_loss_defaults_to_all_the_data_and_a_partial_one_adds_its_error_to_the_total():
+    """L_n(w*) is the loss on all n samples: by default it is computed exactly (a 7-sample last batch
+    too); with fewer batches its standard error enters ``total_stderr`` (chains share it)."""
+    torch.manual_seed(0)
+    x, y = torch.randn(103, 3), torch.randn(103, 2)
+    model = torch.nn.Linear(3, 2)
+    full = float(half_mse(model, (x, y)).detach())
+    kw = dict(chains=3, burnin=0, draws=5, batch_size=16)
+    r = estimate_llc(model, [(x, y)], half_mse, **kw)
+    assert r.init_loss == pytest.approx(full, rel=1e-6) and r.init_loss_stderr == 0.0
+    assert r.total_stderr == pytest.approx(r.stderr)
+    r = estimate_llc(model, [(x, y)], half_mse, init_loss_batches=3, **kw)
+    assert r.init_loss_stderr > 0
+    assert r.total_stderr == pytest.approx(math.sqrt(r.stderr ** 2 + (r.nbeta * r.init_loss_stderr) ** 2))
+
 def test_burnin_and_thinning_shapes():
     model, data = regression_problem(3, 2)
     r = estimate_llc(model, data, half_mse, **{**FAST, "burnin": 7, "draws": 11, "thin": 3})

@@ -189,3 +189,66 @@ def test_reproduction_script_runs_tiny(tmp_path, capsys):
     wide = pd.DataFrame({"L0H0": [0.1, 0.2, 0.5, 0.9, 0.8], "L0H1": [0.0, 0.1, 0.1, 0.1, 0.1]},
                         index=[0, 10, 20, 30, 40])
     assert mod.formation_step(wide, 0) == ("L0H0", 20, 0.1, 0.9)
+
+
+def _resume_config(schedule: dict, steps: int = 30):
+    spec = {**TINY_LANG, "recipe": {**TINY_LANG["recipe"], "train": {
+        "steps": steps, "batch_size": 4, "lr": 0.003, "schedule": schedule}}}
+    return parse_config(spec, "tests/recipes/test_language.py")
+
+
+def test_resume_reproduces_the_run_bitwise_inside_data_chunks(tmp_path):
+    """The batches come in chunks of 8 on the CPU (GENERATE_BATCHES): resuming at a step inside a chunk
+    regenerates that chunk from the saved generator state and skips the batches already used, so the
+    checkpoints of the resumed run equal those of an uninterrupted run, also inside and across chunks
+    and when resuming from a checkpoint that a resume saved."""
+    import pandas as pd
+
+    from devinterp.checkpoints import load_state_dict
+    from devinterp.recipes.language import GENERATE_BATCHES, resume_language, train_language
+
+    assert GENERATE_BATCHES["cpu"] == 8
+    every_step = _resume_config({"n_log": 0, "switch_step": 1, "linear_every": 1})
+    train_language(every_step, tmp_path / "ref", progress=False)
+    ref_dir = tmp_path / "ref" / "checkpoints"
+    ref_loss = pd.read_csv(ref_dir / "index.csv").set_index("step")["train_loss"]
+
+    config = _resume_config({"n_log": 0, "switch_step": 10, "linear_every": 10})  # checkpoints 0, 10, 20, 30
+    run_dir = tmp_path / "run"
+    train_language(config, run_dir, progress=False)
+    ckpt_dir = run_dir / "checkpoints"
+    assert sorted(pd.read_csv(ckpt_dir / "index.csv")["step"]) == [0, 10, 20, 30]
+    training = (run_dir / "training.json").read_text()
+    # 10 is batch 2 of the chunk 8..15; 13 is in that (partly skipped) chunk, 16 starts a chunk, 21 is inside one
+    rows = resume_language(config, run_dir, 10, [13, 16, 20, 21], progress=False)
+    assert [r["step"] for r in rows] == [13, 16, 21]  # 20 was there already
+    # again from a checkpoint the resume saved: 13 is batch 5 of its chunk
+    assert [r["step"] for r in resume_language(config, run_dir, 13, [15, 27], progress=False)] == [15, 27]
+    index = pd.read_csv(ckpt_dir / "index.csv").set_index("step")
+    assert list(index.index) == [0, 10, 13, 15, 16, 20, 21, 27, 30]
+    for step in (13, 15, 16, 21, 27):
+        assert bool(index.loc[step, "refined"]) and index.loc[step, "train_loss"] == ref_loss[step]
+        original = load_state_dict(ref_dir / f"{step}.safetensors")
+        again = load_state_dict(ckpt_dir / f"{step}.safetensors")
+        assert original.keys() == again.keys()
+        for name, value in original.items():
+            assert torch.equal(value, again[name]), (step, name)
+    assert (run_dir / "training.json").read_text() == training  # written by train_language only
+
+
+def test_resume_names_the_missing_or_foreign_training_state(tmp_path):
+    from devinterp.recipes.language import resume_language, train_language
+    from devinterp.recipes.train_state import train_state_path
+
+    config = _resume_config({"n_log": 0, "switch_step": 5, "linear_every": 5}, steps=10)  # checkpoints 0, 5, 10
+    train_language(config, tmp_path, progress=False)
+    ckpt_dir = tmp_path / "checkpoints"
+    train_state_path(ckpt_dir, 5).unlink()
+    with pytest.raises(FileNotFoundError, match=r"checkpoints/5\.train_state\.pt: the training state of step 5"):
+        resume_language(config, tmp_path, 5, [7], progress=False)
+    # a data stream generated on another device type cannot continue here
+    path = train_state_path(ckpt_dir, 0)
+    state = torch.load(path, weights_only=True)
+    torch.save({**state, "data_device": "cuda"}, path)
+    with pytest.raises(ValueError, match=r"0\.train_state\.pt: the run's data were generated on cuda"):
+        resume_language(config, tmp_path, 0, [3], progress=False)

@@ -177,6 +177,26 @@ def test_bootstrap_is_deterministic_under_a_seed_and_uses_chains():
     assert (a["boundary_lo"] <= a["start_step"]).all() and (a["boundary_hi"] >= a["start_step"]).all()
 
 
+
+def test_boundary_interval_includes_the_grid_resolution():
+    """A boundary at a checkpoint is only known to lie nearer to it than to its neighbours: the
+    interval reaches half-way, in log(step + 1), to the next checkpoint out (geometric mean of
+    step + 1), never past the first or last checkpoint; and it holds the bootstrap's range."""
+    from devinterp.transitions.bootstrap import step_interval
+
+    steps = np.array([0, 10, 100, 1000])
+    assert step_interval(steps, 2, 2) == (int(np.floor(np.sqrt(11 * 101) - 1)), int(np.ceil(np.sqrt(101 * 1001) - 1)))
+    assert step_interval(steps, 1, 2) == (int(np.floor(np.sqrt(1 * 11) - 1)), 317)
+    assert step_interval(steps, 0, 3) == (0, 1000)
+    rng = np.random.default_rng(13)
+    p = planted_sweep(rng, n_stages=3, types=["A", "A", "B"], sched="loglinear", n=40)
+    st = detect_stages(p.metrics, bootstrap=0)
+    grid = np.sort(p.metrics["step"].unique())
+    for row in st[st["stage"] > 1].itertuples():
+        i = int(np.searchsorted(grid, row.start_step))
+        assert (row.boundary_lo, row.boundary_hi) == step_interval(grid, i, i)
+        assert grid[i - 1] < row.boundary_lo < row.start_step < row.boundary_hi < grid[i + 1]
+
 def test_heads_column_names_the_planted_heads():
     rng = np.random.default_rng(17)
     p = planted_sweep(rng, n_stages=2, types=["A", "B"], sched="log", n=40)
