@@ -259,5 +259,6 @@ def test_refine_narrows_the_detected_induction_boundary_of_a_real_run(tmp_path):
     assert len(inside) >= 1, f"the refined run lost the boundary:\n{after}"
     b1 = inside.iloc[int(np.argmin(np.abs(inside["start_step"].to_numpy() - b0["start_step"])))]
     lo1, hi1 = int(b1["boundary_lo"]), int(b1["boundary_hi"])
+    print(f"boundary {b0['start_step']} [{lo0}-{hi0}] -> {b1['start_step']} [{lo1}-{hi1}]")  # pytest -s shows it
     assert lo1 <= b1["start_step"] <= hi1
     assert hi1 - lo1 < hi0 - lo0, f"interval {lo0}-{hi0} -> {lo1}-{hi1}"
