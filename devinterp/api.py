@@ -43,6 +43,37 @@ def measurement_hash(config: RunConfig) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _flat(tree, prefix: str = "") -> dict[str, object]:
+    if not isinstance(tree, dict):
+        return {prefix[:-1]: tree}
+    out: dict[str, object] = {}
+    for key, value in tree.items():
+        out.update(_flat(value, f"{prefix}{key}."))
+    return out
+
+
+def settings_differences(run_dir: Path, config: RunConfig, most: int = 8) -> list[str]:
+    """The measurement settings in which ``config`` differs from the run in ``run_dir``, as
+    ``"key: theirs -> ours"`` lines, read from the run's resolved ``config.yaml`` (every default was
+    written there, so a changed library default shows up too). Empty when that file is missing or
+    unreadable, or when only fields the measurement hash ignores differ."""
+    import yaml
+
+    try:
+        theirs = yaml.safe_load((run_dir / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return []
+    if not isinstance(theirs, dict):
+        return []
+    ignored = ("sweep.executor", "sweep.strict", "sweep.metrics") + (
+        ("sweep.calibrate_max_length_factor",) if config.sweep.calibrate == "off" else ())  # as measurement_hash
+    measured = ("name", "checkpoints", "source", "recipe", "sweep")
+    a, b = _flat(theirs), _flat(config.model_dump(mode="json"))
+    keys = [k for k in sorted(set(a) | set(b)) if k.split(".")[0] in measured and not k.startswith(ignored)]
+    diffs = [f"{k}: {a.get(k, '(absent)')!r} -> {b.get(k, '(absent)')!r}" for k in keys if a.get(k) != b.get(k)]
+    return diffs[:most] + ([f"... and {len(diffs) - most} more"] if len(diffs) > most else [])
+
+
 def prepare_run_dir(config: RunConfig, out: str | Path = "out", force_new: bool = False) -> Path:
     """Create ``out/<name>`` (or check it belongs to this config) and write the resolved config.yaml.
 
@@ -56,8 +87,10 @@ def prepare_run_dir(config: RunConfig, out: str | Path = "out", force_new: bool 
     have = read_manifest(run_dir).get("measurement_hash")
     if have is not None and have != want:
         if not force_new:
+            diffs = settings_differences(run_dir, config)
+            said = ("; it differs in (that run -> this config):\n  " + "\n  ".join(diffs) + "\n") if diffs else "; "
             raise RunDirError(
-                f"{run_dir} holds a run measured with other settings (hash {have}, this config {want}); "
+                f"{run_dir} holds a run measured with other settings (hash {have}, this config {want}){said}"
                 "use another run name, delete the folder, or pass --force-new to write to a new folder"
             )
         k = 2

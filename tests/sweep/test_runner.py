@@ -55,8 +55,11 @@ def test_other_settings_in_same_folder_are_refused(tiny_run, cheap, tmp_path):
 
     prepare_run_dir(cheap, tmp_path)
     changed = cheap.model_copy(update={"sweep": cheap.sweep.model_copy(update={"eval_sequences": 7})})
-    with pytest.raises(RunDirError, match="--force-new"):
+    with pytest.raises(RunDirError, match="--force-new") as err:
         prepare_run_dir(changed, tmp_path)
+    # the message names what differs, read from the run's resolved config.yaml, and nothing else
+    named = [line.strip() for line in str(err.value).splitlines() if line.startswith("  ")]
+    assert named == [f"sweep.eval_sequences: {cheap.sweep.eval_sequences!r} -> 7"]
     assert prepare_run_dir(changed, tmp_path, force_new=True).name == "tiny-2"
 
 
