@@ -261,6 +261,12 @@ def test_config_file_loads():
     assert cfg.recipe.name == "icl-regression" and cfg.recipe.model.n_heads == 4
     assert (cfg.recipe.model.task_size, cfg.recipe.model.max_examples, cfg.recipe.data.noise_variance) == (4, 8, 0.125)
     assert {"loss", "llc"} <= set(cfg.sweep.metrics)
+    # the 5x longer variant differs only in its name, length and checkpoint schedule
+    long = load_config("configs/icl-regression-100k.yaml")
+    assert long.recipe.train.steps == 5 * cfg.recipe.train.steps
+    assert long.sweep == cfg.sweep and long.recipe.model == cfg.recipe.model and long.recipe.data == cfg.recipe.data
+    assert long.recipe.train.model_dump(exclude={"steps", "schedule"}) == cfg.recipe.train.model_dump(
+        exclude={"steps", "schedule"})
 
 
 @pytest.fixture(scope="module")
