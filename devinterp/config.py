@@ -400,8 +400,8 @@ class SweepConfig(StrictModel):
     calibrate: Literal["off", "auto"] = Field(
         "off",
         description="auto = choose epsilon/gamma (and burnin/draws, by the relaxation rule) with calibrate_llc "
-                    "at the first, middle (by index and by step) and last checkpoints before the sweep (other llc "
-                    "settings as given), then freeze them in llc_settings.json",
+                    "at the first and last checkpoints, the quartiles by index and the middle by step, before "
+                    "the sweep (other llc settings as given), then freeze them in llc_settings.json",
     )
     calibrate_max_length_factor: float = Field(
         4.0, ge=1, description="calibrate auto: burnin and draws follow the relaxation rule (burn-in 3, draws 5 "

@@ -1,7 +1,7 @@
 """The SGLD settings of a sweep, frozen once in ``llc_settings.json`` (DESIGN.md, run directory).
 
-With ``sweep.calibrate: auto`` they are chosen by :func:`devinterp.llc.calibrate_llc` at the first,
-middle and last checkpoints before anything is measured; otherwise they are ``sweep.llc`` as given.
+With ``sweep.calibrate: auto`` they are chosen by :func:`devinterp.llc.calibrate_llc` at checkpoints
+spread over the run (:func:`probe_checkpoints`) before anything is measured; otherwise they are ``sweep.llc`` as given.
 Either way the file is written once and every later (or resumed) sweep reads it back, so all
 checkpoints of a run are measured with the same settings.
 """
@@ -21,16 +21,20 @@ FILE = "llc_settings.json"
 
 
 def probe_checkpoints(source) -> list:
-    """First, middle and last checkpoints (fewer when the run is shorter), the middle taken both by
-    index and by step: with log-spaced checkpoints the middle by index is early in training, and a
-    setting that works there and at both ends can still diverge mid-run (measured on the
-    icl-regression recipe: an epsilon chosen at steps 0, 186 and 20,000 gave NaN at 9 of 36
-    checkpoints, all mid-run)."""
+    """The checkpoints calibration probes: first, last, the quartiles by index (first quarter,
+    middle, third quarter) and the middle by step (fewer when the run is shorter). With log-spaced
+    checkpoints the index spreads the probes evenly in log step, the axis development is paced on,
+    and the middle by step covers the linear part. A setting chosen at too few of them can fail
+    where no probe looked (measured: icl-regression, probes at steps 0, 186 and 20,000, gave NaN at
+    9 of 36 checkpoints, all mid-run; the quickstart, probes at 0, 1,225, 1,525 and 3,000, all after
+    the induction bump but the first, chose delta 0.03 whose chains failed `falling`/`rhat` at every
+    checkpoint of the plateau before it, steps 1-925, 2026-11-27)."""
     ckpts = list(source)
     steps = [c.step for c in ckpts]
+    n = len(ckpts)
     mid_step = (steps[0] + steps[-1]) / 2
-    by_step = min(range(len(ckpts)), key=lambda i: abs(steps[i] - mid_step))
-    picks = {0, len(ckpts) // 2, by_step, len(ckpts) - 1}
+    by_step = min(range(n), key=lambda i: abs(steps[i] - mid_step))
+    picks = {0, n // 4, n // 2, (3 * n) // 4, by_step, n - 1}
     return [ckpts[i] for i in sorted(picks)]
 
 

@@ -86,9 +86,10 @@ def test_auto_calibration_is_chosen_once_and_frozen(tiny_run, tmp_path):
     saved = json.loads(path.read_text())
     frozen = LLCSettings.model_validate(saved["settings"])
     probed = saved["probed_steps"]
-    steps = source.steps  # tiny run: [0, 1, 3, 12, 40, 80, 120]; middle by index 12, by step 40 (nearest 60)
-    assert probed == [steps[0], steps[len(steps) // 2], min(steps, key=lambda s: abs(s - (steps[0] + steps[-1]) / 2)),
-                      steps[-1]]
+    steps = source.steps  # tiny run: [0, 1, 3, 12, 40, 80, 120]; quartiles by index 1, 12, 80; by step 40 (nearest 60)
+    n = len(steps)
+    assert probed == sorted({steps[0], steps[n // 4], steps[n // 2], steps[3 * n // 4],
+                             min(steps, key=lambda s: abs(s - (steps[0] + steps[-1]) / 2)), steps[-1]})
     # the chosen epsilon was tried at every probed model and passed there
     passing = [r for r in saved["calibration"] if r.get("epsilon") == frozen.epsilon and r.get("gamma") == frozen.gamma]
     full_runs = [r for r in passing if not str(r.get("reasons", "")).startswith("screened")]
