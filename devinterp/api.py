@@ -30,13 +30,19 @@ def run_dir_for(config: RunConfig, out: str | Path = "out") -> Path:
     return Path(out) / config.name
 
 
+def _unmeasured_sweep_fields(config: RunConfig) -> tuple[str, ...]:
+    """Sweep fields that do not change the metrics (where and how strictly they run, which groups;
+    the calibration cap when calibration is off)."""
+    return ("executor", "strict", "metrics") + (("calibrate_max_length_factor",) if config.sweep.calibrate == "off"
+                                                 else ())
+
+
 def measurement_hash(config: RunConfig) -> str:
     """Hash of the settings that determine the metrics: run name, checkpoints or source, recipe and
     sweep. Where they run (device, executor), strictness, the list of metric groups (adding one
     measures only it; each group's values do not depend on the others), detection and report
     settings may change freely between reruns, and so may the fields other sections gain."""
-    unused = {"calibrate_max_length_factor"} if config.sweep.calibrate == "off" else set()  # no effect then
-    sweep = config.sweep.model_dump(mode="json", exclude={"executor", "strict", "metrics", *unused})
+    sweep = config.sweep.model_dump(mode="json", exclude=set(_unmeasured_sweep_fields(config)))
     parts = {"name": config.name, "checkpoints": None if config.checkpoints is None else str(config.checkpoints),
              "source": None if config.source is None else config.source.model_dump(mode="json"),
              "recipe": config.recipe.model_dump(mode="json"), "sweep": sweep}
@@ -65,8 +71,7 @@ def settings_differences(run_dir: Path, config: RunConfig, most: int = 8) -> lis
         return []
     if not isinstance(theirs, dict):
         return []
-    ignored = ("sweep.executor", "sweep.strict", "sweep.metrics") + (
-        ("sweep.calibrate_max_length_factor",) if config.sweep.calibrate == "off" else ())  # as measurement_hash
+    ignored = tuple(f"sweep.{name}" for name in _unmeasured_sweep_fields(config))  # as measurement_hash
     measured = ("name", "checkpoints", "source", "recipe", "sweep")
     a, b = _flat(theirs), _flat(config.model_dump(mode="json"))
     keys = [k for k in sorted(set(a) | set(b)) if k.split(".")[0] in measured and not k.startswith(ignored)]
