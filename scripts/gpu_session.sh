@@ -24,12 +24,14 @@ BENCH_S=${BENCH_S:-240}; REPRO_S=${REPRO_S:-280}
 STEPS=${STEPS:-20000}; BATCH=${BATCH:-32}; DRAWS=${DRAWS:-100}
 export PYTHONUNBUFFERED=1
 
-if [ -d .gpu-wheels/ours ]; then
+# the wheels are built for the GPU image's Python; the CPU smoke test uses the local venv as it is
+CPU_SMOKE=${GPU_SESSION_CPU:-0}
+if [ -d .gpu-wheels/ours ] && [ "$CPU_SMOKE" != 1 ]; then
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/ours .gpu-wheels/ours/*.whl || exit 1
   export PYTHONPATH=$PWD:/tmp/ours
 fi
 REF=()
-if [ -d .gpu-wheels/ref ]; then
+if [ -d .gpu-wheels/ref ] && [ "$CPU_SMOKE" != 1 ]; then
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/ref .gpu-wheels/ref/*.whl \
     && REF=(--ref-path /tmp/ref)
 fi
