@@ -81,6 +81,13 @@ def _intervals(stages: pd.DataFrame) -> list[dict]:
             for row in out.to_dict("records")]
 
 
+def outside_windows(intervals: list[dict] | None, windows: list[list[int]] | list[tuple[int, int]]) -> list[int]:
+    """Start steps of the boundaries in ``intervals`` (``manifest["refine"]["before"/"after"]``) that
+    lie in no refined window (steps a..b inclusive)."""
+    return sorted(int(x["start_step"]) for x in intervals or []
+                  if not any(a <= x["start_step"] <= b for a, b in windows))
+
+
 def refine(run_dir: str | Path, *, boundaries: list[int] | None = None, points: int = 8,
            progress: bool = True) -> pd.DataFrame:
     """Densify the checkpoints around the run's stage boundaries, measure them and re-detect.
@@ -147,10 +154,17 @@ def refine(run_dir: str | Path, *, boundaries: list[int] | None = None, points: 
     train_seconds = time.perf_counter() - t0
     run_sweep(DirectorySource(ckpt_dir, model=config.recipe.model), config, run_dir, progress=progress)
     refined = detect(run_dir, config)
+    before, after = _intervals(pd.read_csv(before_path)), _intervals(refined)
+    elsewhere = outside_windows(before, windows), outside_windows(after, windows)
+    if elsewhere[0] != elsewhere[1]:
+        # detection reruns on the whole run, and the new checkpoints refit the smoother for all of it
+        log.warning("boundaries outside the refined windows changed: %s -> %s (detection reruns on the whole run; "
+                    "stages_before_refine.csv keeps the earlier table)",
+                    ", ".join(map(str, elsewhere[0])) or "none", ", ".join(map(str, elsewhere[1])) or "none")
     update_manifest(run_dir, refine={
         "windows": [list(w) for w in windows], "new_steps": sorted(added), "points": points,
         "train_seconds": round(train_seconds, 2), "seconds": round(time.perf_counter() - t0, 2),
-        "before": _intervals(pd.read_csv(before_path)), "after": _intervals(refined)})
+        "before": before, "after": after})
     render_report(load_results(run_dir), run_dir / "report.html", config)
     return refined
 
@@ -158,4 +172,4 @@ def refine(run_dir: str | Path, *, boundaries: list[int] | None = None, points: 
 # ``devinterp.refine`` is this module once it is imported: keep ``devinterp.refine(run_dir)`` working
 make_callable(__name__, "devinterp.refine:refine")
 
-__all__ = ["RefineError", "new_steps_in", "refine", "refine_windows"]
+__all__ = ["RefineError", "new_steps_in", "outside_windows", "refine", "refine_windows"]

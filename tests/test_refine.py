@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from devinterp.checkpoints import DirectorySource, load_state_dict
-from devinterp.refine import RefineError, new_steps_in, refine, refine_windows
+from devinterp.refine import RefineError, new_steps_in, outside_windows, refine, refine_windows
 
 
 def _stages(rows):
@@ -36,6 +36,14 @@ def test_new_steps_are_evenly_spaced_inside_and_skip_existing():
     assert new_steps_in((100, 200), 4, set()) == [120, 140, 160, 180]
     assert new_steps_in((100, 200), 4, {140}) == [120, 160, 180]
     assert new_steps_in((10, 12), 5, set()) == [11]  # only one integer step fits
+
+
+def test_outside_windows_lists_the_boundaries_no_window_holds():
+    intervals = [{"start_step": 147}, {"start_step": 975}, {"start_step": 1150}, {"start_step": 1600}]
+    # window ends are inclusive: 1150 is the window's last checkpoint, so it was refined
+    assert outside_windows(intervals, [[925, 1150]]) == [147, 1600]
+    assert outside_windows(intervals, [(0, 200), (900, 2000)]) == []
+    assert outside_windows(None, [[0, 1]]) == []
 
 
 def test_resume_reproduces_the_original_run_bitwise(tiny_run, tmp_path):

@@ -259,14 +259,16 @@ def stages_html(results: Results) -> str:
         table += ('<h3>Refined boundaries</h3><p class="muted">Checkpoints were added around these boundaries '
                   '(<code>devinterp refine</code>): each row is one densified window, with the boundaries found in it '
                   'before and after and the widest of their intervals, in steps. Boundaries elsewhere may move '
-                  f'too, since detection reruns on the whole run.</p>{frame_html(refined)}')
+                  'too, since detection reruns on the whole run; a last row lists them when they did.</p>'
+                  f'{frame_html(refined)}')
     return table
 
 
 def refine_frame(manifest: dict) -> pd.DataFrame | None:
     """``manifest["refine"]`` as a table: for each refined window (steps a..b), the boundaries in it
-    before refinement and after, with their intervals and widths (steps). None when the run was not
-    refined."""
+    before refinement and after, with their intervals and widths (steps), and a last row
+    "elsewhere (changed)" when the boundaries outside every window differ before and after. None
+    when the run was not refined."""
     info = manifest.get("refine") if isinstance(manifest, dict) else None
     if not isinstance(info, dict) or not info.get("windows"):
         return None
@@ -291,6 +293,13 @@ def refine_frame(manifest: dict) -> pd.DataFrame | None:
         rows.append({"Window (steps)": f"{a:g}–{b:g}", "New checkpoints": len(new),
                      "Boundary before [interval]": before, "Width before": w_before,
                      "Boundary after [interval]": after, "Width after": w_after})
+    from devinterp.refine import outside_windows  # numpy/pandas only
+
+    elsewhere = [outside_windows(info.get(k), info["windows"]) for k in ("before", "after")]
+    if elsewhere[0] != elsewhere[1]:
+        rows.append({"Window (steps)": "elsewhere (changed)", "New checkpoints": 0,
+                     "Boundary before [interval]": ", ".join(map(str, elsewhere[0])) or "none", "Width before": "–",
+                     "Boundary after [interval]": ", ".join(map(str, elsewhere[1])) or "none", "Width after": "–"})
     return pd.DataFrame(rows)
 
 

@@ -171,8 +171,15 @@ def test_refine_table_pairs_each_window_with_its_boundaries_before_and_after():
                        {"start_step": 1600, "boundary_lo": 1600, "boundary_hi": 1600}],
             "after": [{"start_step": 975, "boundary_lo": 950, "boundary_hi": 975}]}
     frame = refine_frame({"refine": info})
-    assert len(frame) == 1  # the boundary at 1600 lies outside every refined window
     row = frame.iloc[0]
     assert row["New checkpoints"] == 3
     assert row["Boundary before [interval]"] == "1075 [1000–1075]" and row["Width before"] == "75"
     assert row["Boundary after [interval]"] == "975 [950–975]" and row["Width after"] == "25"
+    # the boundary at 1600 lies outside every refined window and is gone after: a row says so
+    assert len(frame) == 2
+    elsewhere = frame.iloc[1]
+    assert elsewhere["Window (steps)"] == "elsewhere (changed)"
+    assert elsewhere["Boundary before [interval]"] == "1600" and elsewhere["Boundary after [interval]"] == "none"
+    # unchanged outside the windows: no such row
+    info["after"].append({"start_step": 1600, "boundary_lo": 1525, "boundary_hi": 1675})
+    assert len(refine_frame({"refine": info})) == 1
