@@ -41,6 +41,16 @@ Rule (REFERENCE.md §1.5):
    epsilons of the same gamma, is a lower bound; an epsilon where it exceeds the limit is skipped.
    The 200-step screen underestimates the ratio where chains spread slowly into stiffer regions
    (RRR (4,3,8,0), gamma 0.361, eps 5.6e-4: below 0.1 in the screen, 0.25 over 9,000 steps).
+   *Locality across the probes* (:mod:`devinterp.locality`): a candidate that passes at every probed
+   model is still rejected when the chains' mean loss E[L] = L_n(w*) + llc/nbeta does not follow
+   L_n(w*) between the probes with the highest and lowest L_n(w*): slope significantly below 1/2
+   (the chains keep less than half of the loss difference, i.e. they have spread past the basin
+   into a region every checkpoint shares). Every trace is stationary there, so no per-model check
+   sees it. The equilibrium posterior depends on gamma (and nbeta), not on epsilon, so the rest of
+   that gamma's epsilons are skipped and the next gamma is tried. Measured on the quickstart: at
+   delta 0.1 the chains sat at 4.34-4.37 nats at every probe while L_n(w*) went 4.16 -> 3.12
+   (slope -0.02); the hand-picked delta 32 gives 0.88. A single probed model (or probes with equal
+   L_n(w*)) cannot be judged this way and is not.
 4. The chosen epsilon is then divided by ``safety`` (default 1: none).
 5. Burn-in and draws follow the chain's slowest relaxation time (the relaxation rule, below), at
    every candidate: each is judged with the chain length it would be used with. Applied only after
@@ -110,6 +120,7 @@ from torch import Tensor, nn
 from devinterp.config import LLCSettings
 from devinterp.llc.diagnostics import ESS_MIN, TREND_EFFECT
 from devinterp.llc.estimator import estimate_llc, resolve_settings
+from devinterp.locality import locality
 
 SAMPLER_CHECKS = ("nonfinite", "runaway", "rising", "falling", "rhat", "low_ess")
 DEFAULT_EPSILONS = tuple(10 ** (-k / 4) for k in range(4, 29))  # 1e-1 ... 1e-7, factor 10**0.25
@@ -340,6 +351,7 @@ def calibrate_llc(
                 continue
             run = {"burnin": lengths["burnin"], "draws": lengths["draws"]}
             ok, judged, mixing = True, 0, False
+            at_minimum: list = []  # (index, result) of the models that judge this candidate
             for i, model in enumerate(models):
                 res = estimate_llc(model, data, loss_fn, settings=base, n=n, device=device, param_mask=param_mask,
                                    epsilon=eps, gamma=gamma, **run)
@@ -351,6 +363,8 @@ def calibrate_llc(
                 elif not fails and not ratio <= max_drift_ratio:
                     fails = [f"drift_ratio: drift/noise step ratio {ratio:.3g} > {max_drift_ratio:g} (epsilon too large)"]
                 judged += not not_a_minimum
+                if not not_a_minimum:
+                    at_minimum.append((i, res))
                 if any(f.startswith("nonfinite") for f in fails):
                     diverged.append(eps)
                 if math.isfinite(ratio) and not not_a_minimum:  # a descending chain's ratio says nothing of eps
@@ -373,6 +387,22 @@ def calibrate_llc(
                     ok = False
                     break
             if ok and judged:
+                local = locality([r.init_loss for _, r in at_minimum], [r.llc for _, r in at_minimum],
+                                 [r.total_stderr for _, r in at_minimum], nbeta,
+                                 labels=[f"model {i}" for i, _ in at_minimum])
+                if local is not None and not local.ok:
+                    # the equilibrium posterior is set by gamma (and nbeta), not by epsilon: every epsilon
+                    # at this gamma samples the same spread-out posterior, so go on to a larger gamma
+                    table.append({
+                        "gamma": gamma, "delta": gamma / math.sqrt(nbeta), "epsilon": eps, "model": None,
+                        "healthy": True, "passed": False, "burnin": lengths["burnin"], "draws": lengths["draws"],
+                        "tau": lengths["tau"], "capped": lengths["capped"],
+                        "reasons": "rejected: " + local.describe() + "; smaller epsilons at this gamma skipped "
+                                   "(the posterior is set by gamma, not epsilon)",
+                    })
+                    if log is not None:
+                        log(f"gamma={gamma:.4g} eps={eps:.3g}: {table[-1]['reasons']}")
+                    break
                 chosen_eps = eps / safety
                 if safety != 1:  # a smaller epsilon relaxes more slowly: the rule's lengths for it
                     lengths = relaxation_lengths(base, chosen_eps, gamma, **rule)
@@ -389,6 +419,8 @@ def calibrate_llc(
                     f" gamma={gamma:.4g} (smallest passing; delta=gamma/sqrt(nbeta)={gamma / math.sqrt(nbeta):.3g}),"
                     f" nbeta={nbeta:.4g}, " + _lengths_text(lengths, base, burnin_taus, draws_taus, max_length_factor)
                 )
+                if local is not None:
+                    out._choice += f"; posterior local across the probes: {local.describe()}"
                 if g_index >= strict_gammas:
                     out._choice += (f"; no gamma with delta <= {max_delta:g} passed, so this stronger localization "
                                     "biases the absolute LLC low: compare values across checkpoints, not with theory")
@@ -408,6 +440,7 @@ def calibrate_llc(
                 break
     raise CalibrationError(
         f"no (epsilon, gamma) on the grid passed the sampler checks at all {len(models)} models "
+        "and the locality check across them "
         f"(epsilons {eps_grid[0]:.3g}..{eps_grid[-1]:.3g}, gammas {[round(g, 4) for g in gamma_grid]}); "
         "try more burnin/draws (or a larger max_length_factor), smaller epsilons or larger gammas; "
         "see .table for the reasons",

@@ -19,6 +19,7 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
 from devinterp import _io
+from devinterp.locality import LOCALITY_MIN, sweep_locality
 from devinterp.report import figures as F
 from devinterp.results import Results
 
@@ -313,6 +314,11 @@ def diagnostics_html(results: Results, figs: _Figures, spec: F.FigureSpec) -> st
                      f'{frame_html(shown, classes="data failed")}{more}')
     else:
         parts.append('<p>No estimate in the table failed its diagnostics.</p>')
+    local = sweep_locality(results.metrics)
+    if local is not None:
+        parts.append(f'<p class="{"" if local.ok else "bad"}"><b>Locality across checkpoints</b>: '
+                     f'{html.escape(local.describe())}. The chains\' mean loss should follow L<sub>n</sub>(w*) '
+                     f'from checkpoint to checkpoint (slope near 1); below {LOCALITY_MIN:g} they forget w*.</p>')
     sgld = llc_settings(results)
     if isinstance(sgld["settings"], dict) and sgld["settings"]:
         parts.append(f'<h3>SGLD settings (frozen for the sweep)</h3>{value_html(sgld["settings"])}')

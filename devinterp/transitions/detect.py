@@ -18,6 +18,7 @@ import pandas as pd
 from pydantic import ValidationError
 
 from devinterp.config import ConfigError, DetectConfig, _format_errors
+from devinterp.locality import sweep_locality
 from devinterp.tables import STAGE_COLUMNS, normalize_metrics
 from devinterp.transitions import changepoints as cp
 from devinterp.transitions.bootstrap import boundary_confidence, resamples, step_interval
@@ -308,6 +309,10 @@ def _detect_run(m: pd.DataFrame, run: str, cfg: DetectConfig) -> pd.DataFrame:
     out.attrs["notes"] = list(sig.notes) + (
         [] if bootstrap_kind == "chains" or not cfg.bootstrap else
         ["no per-chain LLC rows: confidence from a residual bootstrap (assumes independent residuals)"])
+    local = sweep_locality(m) if has_llc else None
+    if local is not None and not local.ok:
+        out.attrs["notes"].append(local.describe())
+        warnings.warn(f"run {run!r}: {local.describe()}", stacklevel=3)
     return out
 
 

@@ -79,6 +79,23 @@ class Potential(nn.Module):
         self.w = nn.Parameter(torch.zeros(d))
 
 
+class GaussianWell(nn.Module):
+    """A loss 1 - depth * exp(-|w|^2 / 2) over d weights at w* = 0 (L_n(w*) = 1 - depth): a basin of
+    unit width in a flat plateau at 1, like a trained network's basin inside the chance-level
+    plateau. Near w* it is regular (curvature ``depth``), so a posterior that stays in the basin
+    has E|w|^2 = d / (nbeta * depth + gamma); where that exceeds 1 (the basin's width) the
+    entropy of the plateau wins and the chains' loss goes to 1 whatever the depth."""
+
+    def __init__(self, d: int, depth: float):
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(d))
+        self.register_buffer("depth", torch.tensor(float(depth)))
+
+
+def gaussian_well_loss(model, batch):
+    return 1.0 - model.depth * torch.exp(-0.5 * (model.w ** 2).sum())
+
+
 def sum_of_powers_loss(powers):
     """loss_fn(model, batch) = sum_i w_i^(2 k_i): lambda = sum_i 1/(2 k_i) (REFERENCE.md §1.6(b))."""
     def loss_fn(model, batch):

@@ -94,6 +94,32 @@ def test_calibration_falls_back_to_stronger_localization_and_says_so():
         calibrate_llc(Potential(2), [None], loss, fallback_deltas=(), **kw)
 
 
+def test_calibration_rejects_a_gamma_whose_chains_forget_w_star():
+    """Two basins of depth 0.3 and 0.5 (L_n(w*) 0.7 and 0.5) in a 200-dimensional plateau at 1: at
+    nbeta = 144.8 a basin holds the chains only when d / (nbeta * depth + gamma) < 1, i.e. gamma above
+    ~128-157. Below that every trace is stationary and healthy, but both chains sit on the plateau
+    (mean loss 1 at both models): the locality check must reject those gammas and the choice must
+    be a gamma where the chains' mean loss follows L_n(w*)."""
+    import math
+
+    from devinterp.llc import calibrate_llc
+    from llc_analytic_models import GaussianWell, gaussian_well_loss
+
+    d, nbeta = 200, 1000 / math.log(1000)
+    models = [GaussianWell(d, 0.3), GaussianWell(d, 0.5)]
+    chosen = calibrate_llc(models, [None], gaussian_well_loss, n=1000, chains=4, burnin=100, draws=200,
+                           batch_size=1, init_loss_batches=1, epsilons=[1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4])
+    rejected = [r for r in chosen.table if str(r["reasons"]).startswith("rejected")]
+    assert rejected and all("locality slope" in r["reasons"] for r in rejected)
+    # the basin cannot hold where E|w|^2 = d / (nbeta * depth + gamma) > 2 for the deeper basin
+    assert all(d / (nbeta * 0.5 + r["gamma"]) > 1 for r in rejected)
+    assert d / (nbeta * 0.5 + chosen.gamma) < 2
+    assert "posterior local across the probes" in chosen.choice
+    a, b = (estimate_llc(m, [None], gaussian_well_loss, settings=chosen, n=1000) for m in models)
+    slope = ((a.init_loss + a.llc / a.nbeta) - (b.init_loss + b.llc / b.nbeta)) / (a.init_loss - b.init_loss)
+    assert slope > 0.5, slope
+
+
 def test_calibration_leaves_out_models_that_are_not_at_a_minimum():
     """A probed model off its minimum (like step 0 of a run) descends under SGLD at every step size:
     it is recorded as 'not at a minimum' and left out of the choice; alone it cannot calibrate."""

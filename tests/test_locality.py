@@ -1,0 +1,91 @@
+"""The locality check across checkpoints (devinterp.locality): constructed estimates whose slope is
+known by construction."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from devinterp.locality import LOCALITY_MIN, locality, sweep_locality
+
+
+def test_chains_that_follow_w_star_have_slope_one():
+    init = [4.2, 3.8, 3.1]
+    nbeta = 1000.0
+    llcs = [100.0, 100.0, 100.0]  # same excess loss 0.1 nats at every checkpoint: E[L] - L* constant
+    loc = locality(init, llcs, [1.0, 1.0, 1.0], nbeta, labels=["a", "b", "c"])
+    assert (loc.high, loc.low) == (0, 2)
+    assert math.isclose(loc.slope, 1.0) and loc.ok
+    assert math.isclose(loc.stderr, math.hypot(1e-3, 1e-3) / 1.1)
+    assert "a -> c" in loc.describe()
+
+
+def test_chains_on_a_shared_plateau_fail():
+    init = np.array([4.16, 3.32, 3.12])
+    plateau = 4.37  # every checkpoint's chains at the same mean loss: llc = nbeta (plateau - L*)
+    nbeta = 1000.0
+    loc = locality(init, nbeta * (plateau - init), [9.0, 9.0, 9.0], nbeta)
+    assert abs(loc.slope) < 1e-9 and not loc.ok
+    assert "not local" in loc.describe()
+
+
+def test_a_slope_below_one_half_within_noise_passes():
+    init, nbeta = np.array([2.0, 1.0]), 10.0
+    # slope 0.3 by construction: mean losses 2.0 + x and 1.0 + x + 0.7
+    llcs = nbeta * (np.array([2.0, 1.7]) - init + 0.5)
+    loc = locality(init, llcs, [2.0, 2.0], nbeta)  # se of the slope = hypot(0.2, 0.2) / 1 = 0.28
+    assert math.isclose(loc.slope, 0.3) and loc.slope < LOCALITY_MIN and loc.ok
+    noisy_free = locality(init, llcs, [0.1, 0.1], nbeta)
+    assert not noisy_free.ok
+
+
+def test_nothing_to_compare_gives_none():
+    assert locality([3.0], [10.0], [1.0], 100.0) is None
+    assert locality([3.0, 3.0], [10.0, 20.0], [1.0, 1.0], 100.0) is None  # equal L*: no slope
+    assert locality([3.0, float("nan"), 2.0], [10.0, 5.0, float("nan")], [1.0] * 3, 100.0) is None
+    loc = locality([3.0, float("nan"), 2.0, 2.5], [10.0, 5.0, float("nan"), 10.0], [1.0] * 4, 100.0)
+    assert (loc.high, loc.low) == (0, 3)
+
+
+def test_sweep_locality_reads_the_healthy_aggregate_llc_rows():
+    rows = []
+    for step, init, llc, healthy in [(0, 4.5, -150.0, False), (100, 4.2, 50.0, True), (1000, 3.2, 150.0, True)]:
+        rows.append(dict(run="r", step=step, metric="llc", chain=pd.NA, value=llc, stderr=1.0, healthy=healthy,
+                         init_loss=init, nbeta=1000.0))
+        rows += [dict(run="r", step=step, metric="llc", chain=c, value=999.0, stderr=np.nan, healthy=True,
+                      init_loss=init, nbeta=1000.0) for c in range(2)]
+    rows.append(dict(run="r", step=0, metric="loss", value=5.0))
+    loc = sweep_locality(pd.DataFrame(rows))
+    # step 0 is unhealthy (not a minimum) and left out; chain rows are not estimates
+    assert loc.where == "step 100 -> step 1000"
+    assert math.isclose(loc.slope, ((4.2 + 0.05) - (3.2 + 0.15)) / 1.0)
+    assert sweep_locality(pd.DataFrame(rows).drop(columns=["init_loss"])) is None
+
+
+def test_detection_warns_when_the_chains_forget_w_star():
+    """Chains on a shared plateau: the LLC is nbeta x (plateau - loss); detection still runs, warns
+    and adds a note. With chains that follow w* it stays quiet."""
+    import warnings
+
+    import pytest
+
+    from devinterp.transitions import detect_stages
+
+    steps = np.unique(np.round(np.geomspace(1, 3000, 30)).astype(int))
+    init = 4.2 - 1.0 / (1 + np.exp(-(np.log(steps) - 6.5) * 3))  # a loss curve falling 4.2 -> 3.2
+    nbeta = 1000.0
+
+    def table(llc):
+        return pd.DataFrame([dict(run="r", step=int(s), checkpoint=i, metric="llc", value=float(v), stderr=1.0,
+                                  healthy=True, init_loss=float(L), nbeta=nbeta)
+                             for i, (s, v, L) in enumerate(zip(steps, llc, init))])
+
+    with pytest.warns(UserWarning, match="not local"):
+        forgot = detect_stages(table(nbeta * (4.37 - init)), bootstrap=0)
+    assert any("locality slope" in n for n in forgot.attrs["notes"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        local = detect_stages(table(50 + 100 * (4.2 - init)), bootstrap=0)  # E[L] - L* grows by 0.1 nats only
+    assert not any("locality" in n for n in local.attrs["notes"])
