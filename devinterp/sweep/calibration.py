@@ -73,7 +73,8 @@ def _calibrate(source, config: RunConfig, path: Path) -> LLCSettings:
     torch.set_num_threads(config.sweep.threads)  # as the sweep's hot loops (REFERENCE.md §4: 2 threads can be 100x slower)
     try:
         chosen = calibrate_llc(models, data.llc_batches, data.loss_fn, settings=config.sweep.llc,
-                               max_length_factor=config.sweep.calibrate_max_length_factor)
+                               max_length_factor=config.sweep.calibrate_max_length_factor,
+                               log=lambda line: log.info("calibration: %s", line))  # one line per run: it can take minutes
     except CalibrationError as err:
         _io.write_json(path.with_name("llc_calibration_failed.json"),
                        {"probed_steps": steps, "error": str(err), "table": getattr(err, "table", None)})
