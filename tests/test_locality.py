@@ -89,3 +89,25 @@ def test_detection_warns_when_the_chains_forget_w_star():
         warnings.simplefilter("error", UserWarning)
         local = detect_stages(table(50 + 100 * (4.2 - init)), bootstrap=0)  # E[L] - L* grows by 0.1 nats only
     assert not any("locality" in n for n in local.attrs["notes"])
+
+
+def test_calibration_probe_order_settles_the_extremes_early():
+    from types import SimpleNamespace
+
+    from devinterp.llc.calibrate import probe_order, settled_locality
+
+    # the quickstart's probes (steps 0, 243, 1225, 1525, 2125, 3000): highest, lowest, 2nd highest, ...
+    losses = [4.455, 4.162, 3.316, 3.21, 3.143, 3.119]
+    assert probe_order(losses) == [0, 5, 1, 4, 2, 3]
+    assert probe_order([]) == [] and probe_order([2.0]) == [0]
+
+    def res(L, llc):
+        return SimpleNamespace(init_loss=L, llc=llc, total_stderr=1.0)
+
+    plateau = [(5, res(3.119, 1000 * (4.37 - 3.119))), (1, res(4.162, 1000 * (4.37 - 4.162)))]
+    # step 0 was left out (not a minimum); the pending probes lie between 3.119 and 4.162: settled, fails
+    early = settled_locality(plateau, [3.316, 3.21, 3.143], 1000.0)
+    assert early is not None and not early.ok and early.where == "model 1 -> model 5"  # highest L_n(w*) -> lowest
+    # a pending probe outside the range could still become an extreme: not settled
+    assert settled_locality(plateau, [3.0], 1000.0) is None
+    assert settled_locality(plateau[:1], [], 1000.0) is None

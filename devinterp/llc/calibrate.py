@@ -100,7 +100,11 @@ gamma 3.16 (tau = 356), capped at 224 + 375 (BENCHMARKS.md); configs/icl-regress
 Cost of the search: each candidate is first screened by a short run (``screen_steps`` steps, half
 burn-in) at the last model (in a sweep the latest checkpoint, the likeliest to sit at a minimum, where the drift
 ratio means what rule 3 says); a candidate that already goes non-finite or exceeds the drift ratio there is recorded
-(``screened``) and skipped without the full-length runs.
+(``screened``) and skipped without the full-length runs. The full-length runs go through the probes
+in the order highest L_n(w*), lowest, second highest, ... (each probe's L_n(w*) is taken once, up
+front), so the locality check's extremes are known early and a gamma that fails it is left after
+those runs instead of all of them (the remaining probes lie between the two and cannot change the
+verdict).
 
 Returns a :class:`CalibratedSettings`: an ``LLCSettings`` (use it wherever settings are expected)
 that also carries ``.table`` (one dict per (gamma, epsilon, model) tried: llc, stderr, healthy,
@@ -208,6 +212,32 @@ def relaxation_lengths(settings: LLCSettings, epsilon: float, gamma: float, *, b
     return out
 
 
+def probe_order(init_losses: Sequence[float]) -> list[int]:
+    """Indices of the probed models in the order their full runs go: highest L_n(w*), lowest,
+    second highest, second lowest, ... so that the locality check's extremes (the judged models
+    with the highest and lowest L_n(w*)) are known after as few runs as possible."""
+    ranked = sorted(range(len(init_losses)), key=lambda i: (-init_losses[i], i))
+    out = []
+    while ranked:
+        out.append(ranked.pop(0))
+        if ranked:
+            out.append(ranked.pop())
+    return out
+
+
+def settled_locality(at_minimum: list, pending_init_losses: Sequence[float], nbeta: float):
+    """:func:`~devinterp.locality.locality` of the judged models so far ((index, LLCResult) pairs),
+    but only once no model still to run has an L_n(w*) outside their range (so the extremes, and the
+    verdict, are final); else None."""
+    if len(at_minimum) < 2:
+        return None
+    losses = [r.init_loss for _, r in at_minimum]
+    if any(not (min(losses) <= x <= max(losses)) for x in pending_init_losses):
+        return None
+    return locality(losses, [r.llc for _, r in at_minimum], [r.total_stderr for _, r in at_minimum], nbeta,
+                    labels=[f"model {i}" for i, _ in at_minimum])
+
+
 def _lengths_text(lengths: dict, settings: LLCSettings, burnin_taus: float, draws_taus: float,
                   max_length_factor: float) -> str:
     """How the relaxation rule set burnin/draws, for ``.choice``."""
@@ -289,9 +319,12 @@ def calibrate_llc(
     table: list[dict] = []
 
     # nbeta as the estimator will resolve it (cheap probe: one step, one draw)
-    probe = estimate_llc(models[0], data, loss_fn, settings=base, n=n, device=device, param_mask=param_mask,
-                         chains=1, draws=1, burnin=0, thin=1, init_loss_batches=1)
-    nbeta = probe.nbeta
+    # nbeta as the estimator will resolve it, and every probe's L_n(w*) (cheap: one step, one draw):
+    # the full runs go in an order that settles the locality check's extremes early
+    probes = [estimate_llc(m, data, loss_fn, settings=base, n=n, device=device, param_mask=param_mask,
+                           chains=1, draws=1, burnin=0, thin=1) for m in models]
+    nbeta = probes[0].nbeta
+    order = probe_order([p.init_loss for p in probes])
     gamma_grid = sorted(gammas) if gammas is not None else [d * math.sqrt(nbeta) for d in DEFAULT_DELTAS]
     gamma_grid = [g for g in gamma_grid if g / math.sqrt(nbeta) <= max_delta + 1e-12]
     if not gamma_grid:
@@ -352,7 +385,9 @@ def calibrate_llc(
             run = {"burnin": lengths["burnin"], "draws": lengths["draws"]}
             ok, judged, mixing = True, 0, False
             at_minimum: list = []  # (index, result) of the models that judge this candidate
-            for i, model in enumerate(models):
+            local = None  # the locality check, once its extremes are settled
+            for pos, i in enumerate(order):
+                model = models[i]
                 res = estimate_llc(model, data, loss_fn, settings=base, n=n, device=device, param_mask=param_mask,
                                    epsilon=eps, gamma=gamma, **run)
                 fails = _sampler_failures(res.reasons)
@@ -386,10 +421,14 @@ def calibrate_llc(
                 if fails:
                     ok = False
                     break
+                local = settled_locality(at_minimum, [probes[j].init_loss for j in order[pos + 1:]], nbeta)
+                if local is not None and not local.ok:
+                    break  # the rest of the probes cannot change the verdict
             if ok and judged:
-                local = locality([r.init_loss for _, r in at_minimum], [r.llc for _, r in at_minimum],
-                                 [r.total_stderr for _, r in at_minimum], nbeta,
-                                 labels=[f"model {i}" for i, _ in at_minimum])
+                if local is None:
+                    local = locality([r.init_loss for _, r in at_minimum], [r.llc for _, r in at_minimum],
+                                     [r.total_stderr for _, r in at_minimum], nbeta,
+                                     labels=[f"model {i}" for i, _ in at_minimum])
                 if local is not None and not local.ok:
                     # the equilibrium posterior is set by gamma (and nbeta), not by epsilon: every epsilon
                     # at this gamma samples the same spread-out posterior, so go on to a larger gamma
@@ -398,7 +437,9 @@ def calibrate_llc(
                         "healthy": True, "passed": False, "burnin": lengths["burnin"], "draws": lengths["draws"],
                         "tau": lengths["tau"], "capped": lengths["capped"],
                         "reasons": "rejected: " + local.describe() + "; smaller epsilons at this gamma skipped "
-                                   "(the posterior is set by gamma, not epsilon)",
+                                   "(the posterior is set by gamma, not epsilon)"
+                                   + (f"; decided after {pos + 1} of {len(models)} probes, the others' L_n(w*) "
+                                      "lying between these two" if pos + 1 < len(models) else ""),
                     })
                     if log is not None:
                         log(f"gamma={gamma:.4g} eps={eps:.3g}: {table[-1]['reasons']}")
