@@ -11,23 +11,19 @@ REFERENCE.md §2.2 (number, type, order, boundaries in log step) and answers two
 1. Are the first stages type A (loss down, LLC up)?
 2. Does the LLC fall later (the paper's LR3/LR4, type B)?
 
-LLC settings: the config's, frozen for every checkpoint (`calibrate: off`): the paper's own SGLD
-settings (epsilon 3e-4, nbeta 66.67, gamma 6.67; REFERENCE.md §2.2) with shorter chains. They come
-from a small measured grid on this run's checkpoints (BENCHMARKS.md, issue 7), not from the answer:
+LLC settings: the config's. Since session 5 both ICL configs use `calibrate: auto`: calibrate_llc
+probes six checkpoints (first, last, quartiles by index, middle by step), and with the locality check
+(devinterp.locality) rejects delta = gamma/sqrt(nbeta) up to 3, where the chains forget w* (their
+mean loss 4.3-4.8 nats at every probe, above predicting 0), and chooses delta 10 (epsilon 3.16e-4,
+gamma 81.65, nbeta 66.67, slope 0.70); the 20k run then finds A, A, B, B (BENCHMARKS.md). Earlier,
+with fixed settings (history, BENCHMARKS.md, issue 7):
 
-* `calibrate: auto` (calibrate_llc at the first, middle and last checkpoint by index = steps 0, 186,
-  20000) chose epsilon 5.6e-4, gamma 0.36; SGLD then diverged (NaN) at 9 of 36 checkpoints between
-  steps 970 and 8,762, the sharp high-learning-rate middle of the one-cycle schedule that no probe saw.
-* With wider probes (the middle step and index quartiles) its rule walked down to epsilons too small
-  to move the chains (gamma 0.36 relaxes in ~2/(epsilon*gamma) >= 10^4 steps, far beyond a 300-step
-  chain): at epsilon 3e-5 the middle checkpoint "passed" with LLC 54, against 300 at 3e-4.
-* nbeta 1000 (gamma 300-1000, epsilon 1e-5..6e-5): negative LLCs at mid-run checkpoints (SGLD finds
-  lower loss: not minima at that temperature) or drift/noise ratio > 0.1 at step 2,214.
-* The paper's settings were healthy at the probed checkpoints with 200 burn-in steps (100 left the
-  trace rising at step 20,000).
-
-Caveat, measured: at nbeta 66.67 the chains' loss climbs to about that of predicting 0 (4.0-4.3), so
-the estimate reads nbeta * (that plateau - L_n(w*)) as much as the local geometry.
+* the paper's own SGLD settings (epsilon 3e-4, nbeta 66.67, gamma 6.67; REFERENCE.md §2.2) were
+  healthy at every checkpoint but the chains' loss climbed to about that of predicting 0 (locality
+  slope 0.17): the estimate read nbeta * (that plateau - L_n(w*)); the 20k run found A, A only;
+* `calibrate: auto` before the locality check chose epsilon 5.6e-4, gamma 0.36 (SGLD then diverged
+  at 9 of 36 checkpoints mid-run, which no probe saw) or walked down to epsilons too small to move
+  the chains; nbeta 1000 gave negative LLCs at mid-run checkpoints.
 
 The run is compressed (20k steps of batch 64 instead of 500k of batch 256), so boundaries are also
 compared on the relative log scale log(step + 1) / log(total steps + 1).
