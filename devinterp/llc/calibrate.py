@@ -425,10 +425,8 @@ def calibrate_llc(
                 if local is not None and not local.ok:
                     break  # the rest of the probes cannot change the verdict
             if ok and judged:
-                if local is None:
-                    local = locality([r.init_loss for _, r in at_minimum], [r.llc for _, r in at_minimum],
-                                     [r.total_stderr for _, r in at_minimum], nbeta,
-                                     labels=[f"model {i}" for i, _ in at_minimum])
+                if local is None:  # not settled early (e.g. a left-out probe was still pending): now it is
+                    local = settled_locality(at_minimum, [], nbeta)
                 if local is not None and not local.ok:
                     # the equilibrium posterior is set by gamma (and nbeta), not by epsilon: every epsilon
                     # at this gamma samples the same spread-out posterior, so go on to a larger gamma
