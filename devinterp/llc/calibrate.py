@@ -318,7 +318,6 @@ def calibrate_llc(
     eps_grid = sorted(set(epsilons if epsilons is not None else DEFAULT_EPSILONS), reverse=True)
     table: list[dict] = []
 
-    # nbeta as the estimator will resolve it (cheap probe: one step, one draw)
     # nbeta as the estimator will resolve it, and every probe's L_n(w*) (cheap: one step, one draw):
     # the full runs go in an order that settles the locality check's extremes early
     probes = [estimate_llc(m, data, loss_fn, settings=base, n=n, device=device, param_mask=param_mask,
