@@ -120,6 +120,45 @@ def test_calibration_rejects_a_gamma_whose_chains_forget_w_star():
     assert slope > 0.5, slope
 
 
+def test_calibration_search_shortcuts_change_nothing_they_skip():
+    """Two shortcuts of the gamma search, checked on the Gaussian wells plus a hill (depth -0.5: w* is a
+    maximum, L_n(w*) 1.5, the highest, so it would run first at every candidate):
+    (1) at a larger gamma, epsilons above the largest that passed the screen at a smaller gamma are
+        skipped; rerunning those screens here must fail them (a stronger localization only stiffens
+        the posterior), so the choice is the one the full scan would make;
+    (2) the hill, off a minimum at the first candidate, goes last afterwards: it is not run for the
+        candidates rejected on locality, and is run (and left out) at the chosen one."""
+    import math
+
+    from devinterp.llc import calibrate_llc
+    from llc_analytic_models import GaussianWell, gaussian_well_loss
+
+    d = 200
+    models = [GaussianWell(d, -0.5), GaussianWell(d, 0.3), GaussianWell(d, 0.5)]
+    kw = dict(n=1000, chains=4, burnin=100, draws=200, batch_size=1, init_loss_batches=1)
+    eps_grid = [1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4]
+    chosen = calibrate_llc(models, [None], gaussian_well_loss, epsilons=eps_grid, **kw)
+    table = chosen.table
+    ceilings = [r for r in table if str(r["reasons"]).startswith("skipped") and "passed the screen" in r["reasons"]]
+    assert ceilings, "expected the search to skip epsilons above an earlier gamma's screen"
+    for r in ceilings:
+        ceiling = float(r["reasons"].split("above ")[1].split(",")[0])
+        for eps in (e for e in eps_grid if e > ceiling * (1 + 1e-9)):
+            screen = estimate_llc(models[-1], [None], gaussian_well_loss, epsilon=eps, gamma=r["gamma"],
+                                  **{**kw, "burnin": 100, "draws": 100})
+            ratio = screen.diagnostics.get("drift_noise_ratio", math.inf)
+            assert not ratio <= 0.1 or any(x.startswith("nonfinite") for x in screen.reasons), (r["gamma"], eps, ratio)
+    full = [r for r in table if r["model"] is not None and not str(r["reasons"]).startswith("screened")]
+    candidates = list(dict.fromkeys((r["gamma"], r["epsilon"]) for r in full))
+    hill_runs = [(r["gamma"], r["epsilon"]) for r in full if r["model"] == 0]
+    assert hill_runs[0] == candidates[0] and hill_runs[-1] == (chosen.gamma, chosen.epsilon)
+    assert len(candidates) > 2 and len(hill_runs) == 2  # not rerun at the rejected candidates in between
+    assert all(str(r["reasons"]).startswith("not at a minimum") for r in full if r["model"] == 0)
+    last = [r["model"] for r in full if (r["gamma"], r["epsilon"]) == (chosen.gamma, chosen.epsilon)]
+    assert last[-1] == 0 and "(1 not at one, left out)" in chosen.choice
+    assert chosen.gamma / math.sqrt(1000 / math.log(1000)) == pytest.approx(10)  # as without the hill (test above)
+
+
 def test_calibration_leaves_out_models_that_are_not_at_a_minimum():
     """A probed model off its minimum (like step 0 of a run) descends under SGLD at every step size:
     it is recorded as 'not at a minimum' and left out of the choice; alone it cannot calibrate."""
