@@ -26,8 +26,10 @@ the cheap-only steps) with the same checkpoint numbering.
 
 After each measurement with at least ``min_llc_checkpoints`` LLC checkpoints, stages are detected
 on the table so far (``config.detect`` settings; errors are logged, never raised) and one line is
-logged (logger ``devinterp.monitor``) for each boundary not found by the previous detection. The
-latest stages table is ``monitor.stages`` (and ``stages.csv`` in the run folder).
+logged (logger ``devinterp.monitor``) for each boundary not found by the previous detection.
+Detection's warnings (a non-local posterior, unhealthy LLCs dropped) are logged as warnings when
+they first appear, not again at every update while they hold. The latest stages table is
+``monitor.stages`` (and ``stages.csv`` in the run folder).
 
 The monitor holds the run folder's sweep lock until :meth:`close` (or the end of a ``with``
 block), so an offline sweep never writes the same folder at the same time. Measuring neither
@@ -37,7 +39,9 @@ changes the model nor the global random state of the training loop.
 from __future__ import annotations
 
 import logging
+import re
 import time
+import warnings
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -110,6 +114,7 @@ class StageMonitor:
         if self.store.folder.is_dir():
             self._steps |= {int(p.name.split("__")[0]) for p in self.store.folder.glob("*.parquet")}
         self._boundaries: set[int] = set()
+        self._warning_kinds: set[str] = set()  # detection's warnings at the last update, numbers masked
         self.stages: pd.DataFrame | None = None
         self.failures: dict[int, str] = {}
         self._closed = False
@@ -189,10 +194,13 @@ class StageMonitor:
         from devinterp.transitions import detect_stages
 
         try:
-            stages = detect_stages(table, **self.config.detect.model_dump())
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                stages = detect_stages(table, **self.config.detect.model_dump())
         except Exception as err:  # detection is advisory here: never stop the training loop
             log.warning("step %d: stage detection failed: %s: %s", step, type(err).__name__, err)
             return
+        self._log_new_warnings(step, [str(w.message) for w in caught])
         self.stages = stages
         _io.write_csv(self.run_dir / "stages.csv", stages)
         later = stages[stages["stage"] > 1]
@@ -203,6 +211,17 @@ class StageMonitor:
                          step, int(r.stage), r.type, int(r.start_step), float(r.confidence),
                          llc["step"].nunique())
         self._boundaries = boundaries
+
+    def _log_new_warnings(self, step: int, messages: list[str]) -> None:
+        """Log detection's warnings (e.g. the locality check, unhealthy rows dropped) once each: a
+        message is new when it differs from every one of the previous detection other than in its
+        numbers, so a warning that holds at every update is logged when it first appears (and again
+        only after it has cleared)."""
+        kinds = {re.sub(r"[-+]?\d[\d.,e+-]*", "#", m): m for m in messages}
+        for kind, message in kinds.items():
+            if kind not in self._warning_kinds:
+                log.warning("step %d: %s", step, message)
+        self._warning_kinds = set(kinds)
 
     def close(self) -> None:
         """Release the run folder's lock (the folder then belongs to ``devinterp sweep``/``detect``)."""

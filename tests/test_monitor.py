@@ -1,6 +1,7 @@
 """StageMonitor in a user's own training loop: its table equals an offline sweep of its checkpoints."""
 
 import logging
+import warnings
 
 import pandas as pd
 import pytest
@@ -128,6 +129,10 @@ def test_monitor_logs_one_line_per_new_boundary(tiny_config, tmp_path, caplog, m
         n = metrics.loc[metrics["metric"] == "llc", "step"].nunique()
         seen.append(n)
         starts = [0, 4] if n >= 4 else [0]
+        if n >= 4:  # holds from the 4th update on, its numbers changing: logged once
+            warnings.warn(f"run 'tiny': locality slope {n / 10:.2f} ± 0.03, significantly below 0.5")
+        if n in (3, 5):  # clears in between: logged both times
+            warnings.warn(f"dropped the llc at {n - 2} checkpoint(s) flagged unhealthy")
         return pd.DataFrame({"run": "tiny", "stage": range(1, len(starts) + 1), "start_step": starts,
                              "type": "A", "confidence": 0.9})
 
@@ -138,6 +143,10 @@ def test_monitor_logs_one_line_per_new_boundary(tiny_config, tmp_path, caplog, m
     lines = [r.getMessage() for r in caplog.records if "began at step" in r.getMessage()]
     assert lines == ["step 6: stage 2 (type A) began at step 4 (confidence 0.90, 4 LLC checkpoints)"]
     assert list(monitor.stages["start_step"]) == [0, 4]
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warned == ["step 4: dropped the llc at 1 checkpoint(s) flagged unhealthy",
+                      "step 6: run 'tiny': locality slope 0.40 ± 0.03, significantly below 0.5",
+                      "step 8: dropped the llc at 3 checkpoint(s) flagged unhealthy"]
 
 
 @pytest.mark.slow
