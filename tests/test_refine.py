@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 
 import numpy as np
@@ -103,7 +104,7 @@ def test_sweep_renumbers_checkpoints_when_the_source_gains_some(tiny_run, tmp_pa
     assert load_results(tmp_path / "tiny").metrics.sort_values("step")["checkpoint"].tolist() == list(range(len(index)))
 
 
-def test_refine_end_to_end_on_a_tiny_run(tiny_run, tmp_path):
+def test_refine_end_to_end_on_a_tiny_run(tiny_run, tmp_path, caplog):
     """The whole command on a real (tiny) run, from a stages table naming one boundary: the window
     around it gets new checkpoints, retrained and then measured with the run's frozen SGLD settings
     (only those are measured), detection and the report rerun, and the manifest records it all.
@@ -119,12 +120,15 @@ def test_refine_end_to_end_on_a_tiny_run(tiny_run, tmp_path):
     steps = DirectorySource(run_dir / "checkpoints").steps  # [0, 1, 3, 12, 40, 80, 120]
     old_files = {p.name: p.stat().st_mtime_ns for p in (run_dir / "metrics").glob("*.parquet")}
     settings_before = (run_dir / "llc_settings.json").read_text()
-    # a boundary at 40 with interval 40..40: the window is 12..80
-    pd.DataFrame([{"run": "tiny", "stage": 1, "start_step": 0, "end_step": 40, "type": "A", "boundary_lo": 0,
+    # boundaries at 3 and 40 (intervals 3..3, 40..40); only 40 is refined: the window is 12..80
+    pd.DataFrame([{"run": "tiny", "stage": 1, "start_step": 0, "end_step": 3, "type": "A", "boundary_lo": 0,
                    "boundary_hi": 0},
-                  {"run": "tiny", "stage": 2, "start_step": 40, "end_step": 120, "type": "B", "boundary_lo": 40,
+                  {"run": "tiny", "stage": 2, "start_step": 3, "end_step": 40, "type": "A", "boundary_lo": 3,
+                   "boundary_hi": 3},
+                  {"run": "tiny", "stage": 3, "start_step": 40, "end_step": 120, "type": "B", "boundary_lo": 40,
                    "boundary_hi": 40}]).to_csv(run_dir / "stages.csv", index=False)
-    refine(run_dir, points=5, progress=False)
+    with caplog.at_level(logging.WARNING, logger="devinterp.refine"):
+        refine(run_dir, boundaries=[40], points=5, progress=False)
 
     info = read_manifest(run_dir)["refine"]
     assert info["windows"] == [[12, 80]]
@@ -141,7 +145,14 @@ def test_refine_end_to_end_on_a_tiny_run(tiny_run, tmp_path):
                  if old_files.get(p.name) == p.stat().st_mtime_ns}
     rewritten = set(old_files) - unchanged  # only renumbered files of later checkpoints were rewritten
     assert all(int(name.split("__")[0]) >= 40 for name in rewritten)
-    assert pd.read_csv(run_dir / "stages_before_refine.csv")["start_step"].tolist() == [0, 40]
+    assert pd.read_csv(run_dir / "stages_before_refine.csv")["start_step"].tolist() == [0, 3, 40]
+    # detection reran on the whole run: the unrefined boundary at 3 is not redetected there, and refine says so
+    assert outside_windows(info["before"], info["windows"]) == [3]
+    elsewhere = outside_windows(info["after"], info["windows"])
+    assert elsewhere != [3]
+    warned = [r.getMessage() for r in caplog.records if "outside the refined windows changed" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].startswith(
+        f"boundaries outside the refined windows changed: 3 -> {', '.join(map(str, elsewhere)) or 'none'} ")
     assert "Refined boundaries" in (run_dir / "report.html").read_text()
     assert json.loads((run_dir / "manifest.json").read_text())["refine"]["points"] == 5
 
