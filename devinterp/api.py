@@ -151,6 +151,30 @@ def sweep(source: CheckpointSource, config: RunConfig, out: str | Path = "out", 
     return run_sweep(source, config, run_dir, progress=progress, strict=strict, executor=executor)
 
 
+def calibrate(source: CheckpointSource, config: RunConfig, out: str | Path = "out", *,
+              force_new: bool = False) -> dict:
+    """Freeze the run's SGLD settings without measuring anything: what ``sweep`` does first.
+
+    With ``sweep.calibrate: auto`` this runs :func:`devinterp.llc.calibrate_llc` at the probed
+    checkpoints and writes ``out/<name>/llc_settings.json``; with ``off`` it writes ``sweep.llc`` as
+    given. When the file already exists nothing is rerun (the settings stay frozen for the run).
+    A later ``sweep`` reads the file. Returns its content: {settings, calibration (the table, one
+    dict per run tried, or None), choice, probed_steps}, and ``path``, the file. Raises
+    :class:`devinterp.llc.CalibrationError` when nothing on the grid passes (the table is then in
+    ``llc_calibration_failed.json``)."""
+    import json
+
+    from devinterp.recipes.registry import check_family
+    from devinterp.sweep.calibration import FILE, frozen_llc_settings
+    from devinterp.sweep.runner import exclusive_lock
+
+    run_dir = prepare_run_dir(config, out, force_new=force_new)
+    with exclusive_lock(run_dir):
+        check_family(config, source.model_config())
+        frozen_llc_settings(source, config, run_dir)
+    return {**json.loads((run_dir / FILE).read_text()), "path": str(run_dir / FILE)}
+
+
 def detect(run_dir: str | Path, config: RunConfig | None = None, **overrides) -> pd.DataFrame:
     """Detect stages from a run's metrics and write ``stages.csv``; ``overrides`` change DetectConfig fields."""
     from devinterp.transitions import detect_stages

@@ -95,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     sweep_options(p)
     force_new_option(p)
 
+    p = config_cmd("calibrate", "freeze the run's SGLD settings (sweep.calibrate: auto searches them) into "
+                                "llc_settings.json without measuring, and say what was tried")
+    force_new_option(p)
+
     p = sub.add_parser("detect", help="detect stages from a run's metrics -> stages.csv",
                        description="Detect stages from a run's metrics and write stages.csv. Options override "
                                    "the run's config.yaml `detect:` section; defaults shown are the tool's.")
@@ -153,6 +157,16 @@ def main(argv: list[str] | None = None) -> int:
                 metrics = api.sweep(api.checkpoint_source(config, args.out), config, args.out, progress=progress,
                                     force_new=args.force_new)
                 print(f"{len(metrics)} metric rows in {api.run_dir_for(config, args.out) / 'metrics'}")
+        elif args.command == "calibrate":
+            from devinterp.sweep.calibration import calibration_summary
+
+            logging.getLogger("devinterp.sweep").setLevel(logging.INFO)  # a line per calibration run, even with -q
+            config = load_config(args.config)
+            saved = api.calibrate(api.checkpoint_source(config, args.out), config, args.out, force_new=args.force_new)
+            print("\n".join(calibration_summary(saved)))
+            print(f"SGLD settings: {saved['choice']}")
+            print(f"frozen in {saved['path']} (the sweep reads them; delete the file to choose again before "
+                  "measuring)")
         elif args.command == "detect":
             overrides = {k: v for k, v in vars(args).items() if k in DetectConfig.model_fields and v is not None}
             stages = api.detect(args.run_dir, **overrides)
@@ -189,6 +203,14 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError, api.RunDirError, SweepLocked, ImportError, RefineError) as err:
         print(f"devinterp: error: {err}", file=sys.stderr)
         return 2
+    except RuntimeError as err:
+        from devinterp.llc import CalibrationError  # here, not at the top: it imports torch
+
+        if not isinstance(err, CalibrationError):
+            raise
+        print(f"devinterp: error: SGLD calibration found no stable setting: {err} (the table of what was tried: "
+              "llc_calibration_failed.json in the run folder)", file=sys.stderr)
+        return 1
     except SweepFailed as err:
         print(f"devinterp: {err} (see manifest.json; the other checkpoints were measured)", file=sys.stderr)
         return 1

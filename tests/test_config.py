@@ -55,3 +55,22 @@ def test_hash_changes_with_settings():
     assert a.hash() == b.hash()
     b.recipe.train.lr = 1e-3
     assert a.hash() != b.hash()
+
+
+def test_cli_calibrate_names_a_missing_run_and_a_failed_calibration(tmp_path, capsys, monkeypatch):
+    from devinterp import api
+    from devinterp.llc import CalibrationError
+
+    path = tmp_path / "c.yaml"
+    path.write_text("name: none-yet\n")
+    assert main(["-q", "calibrate", str(path), "--out", str(tmp_path)]) == 2  # nothing trained yet
+    assert "none-yet/checkpoints: no checkpoints yet" in capsys.readouterr().err
+
+    def fail(*args, **kwargs):
+        raise CalibrationError("no (epsilon, gamma) on the grid passed", table=[])
+
+    monkeypatch.setattr(api, "checkpoint_source", lambda config, out: None)
+    monkeypatch.setattr(api, "calibrate", fail)
+    assert main(["-q", "calibrate", str(path), "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "no stable setting: no (epsilon, gamma)" in err and "llc_calibration_failed.json" in err

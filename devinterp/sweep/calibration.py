@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import re
+from collections import Counter
 from pathlib import Path
 
 from devinterp import _io
@@ -85,3 +88,40 @@ def _calibrate(source, config: RunConfig, path: Path) -> LLCSettings:
     _io.write_json(path, {"settings": settings.model_dump(), "calibration": chosen.table,
                           "choice": chosen.choice, "probed_steps": steps})
     return settings
+
+
+def calibration_summary(saved: dict) -> list[str]:
+    """One line per localization tried, from the content of ``llc_settings.json`` (``calibration``:
+    the table of :func:`devinterp.llc.calibrate_llc`; ``settings``: the frozen ones), in the order
+    tried: delta = gamma/sqrt(nbeta), gamma, how many screening and full-length runs, and the
+    outcome (chosen, rejected on locality with its slope, or the commonest reason nothing passed).
+    Empty when the settings were not calibrated."""
+    from devinterp.llc.calibrate import SAMPLER_CHECKS
+
+    checks = (*SAMPLER_CHECKS, "drift_ratio")
+    table, settings = saved.get("calibration") or [], saved.get("settings") or {}
+    groups: dict[float, list[dict]] = {}
+    for row in table:
+        groups.setdefault(row["gamma"], []).append(row)
+    lines = []
+    for gamma, rows in groups.items():
+        reasons = [str(r.get("reasons") or "") for r in rows]
+        screened = sum(r.startswith("screened") for r in reasons)
+        full = [r for r, why in zip(rows, reasons) if r.get("model") is not None and not why.startswith("screened")]
+        head = (f"delta {rows[0]['delta']:.3g} (gamma {gamma:.4g}): {screened} screening run(s), "
+                f"{len(full)} full-length run(s)")
+        rejected = [why for why in reasons if why.startswith("rejected")]
+        chosen = settings.get("gamma") is not None and math.isclose(gamma, settings["gamma"], rel_tol=1e-9)
+        if chosen:
+            outcome = f"chosen, epsilon {settings['epsilon']:.3g}"
+        elif rejected:
+            slope = re.search(r"locality slope [-+0-9.]+ ± [0-9.]+", rejected[-1])
+            outcome = "rejected: chains not local" + (f" ({slope.group(0)})" if slope else "")
+        else:
+            fails = Counter(k for r in full if r.get("passed") is False
+                            for k in {x.split(":")[0].strip() for x in str(r.get("reasons") or "").split(";")}
+                            if k in checks)
+            outcome = ("nothing passed: " + ", ".join(f"{k} x{n}" for k, n in fails.most_common(3)) if fails else
+                       "nothing passed the screen" if screened and not full else "nothing passed")
+        lines.append(f"{head}; {outcome}")
+    return lines

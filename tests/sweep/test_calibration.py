@@ -67,7 +67,7 @@ def test_calibration_freezes_the_rules_burnin_and_draws_and_says_so():
 
 
 @pytest.mark.slow
-def test_auto_calibration_is_chosen_once_and_frozen(tiny_run, tmp_path):
+def test_auto_calibration_is_chosen_once_and_frozen(tiny_run, tmp_path, capsys):
     config, out = tiny_run
     llc = config.sweep.llc.model_copy(update={"chains": 4, "draws": 40, "burnin": 20})
     config = config.model_copy(update={
@@ -79,12 +79,22 @@ def test_auto_calibration_is_chosen_once_and_frozen(tiny_run, tmp_path):
                                                  "calibrate_max_length_factor": 8.0}),
     })
     from devinterp.api import checkpoint_source
+    from devinterp.cli import main
+    from devinterp.config import dump_config
 
-    source = checkpoint_source(config, tmp_path)
-    table = sweep(source, config, tmp_path, progress=False)
+    # `devinterp calibrate` freezes the settings without measuring; the sweep then reads them back
+    (tmp_path / "auto.yaml").write_text(dump_config(config))
+    assert main(["-q", "calibrate", str(tmp_path / "auto.yaml"), "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
     path = tmp_path / "tiny" / "llc_settings.json"
     saved = json.loads(path.read_text())
     frozen = LLCSettings.model_validate(saved["settings"])
+    assert not list((tmp_path / "tiny").glob("metrics/*.parquet"))
+    assert saved["choice"] in printed and f"chosen, epsilon {frozen.epsilon:.3g}" in printed and str(path) in printed
+    calibrated_at = path.stat().st_mtime_ns
+    source = checkpoint_source(config, tmp_path)
+    table = sweep(source, config, tmp_path, progress=False)
+    assert path.stat().st_mtime_ns == calibrated_at
     probed = saved["probed_steps"]
     steps = source.steps  # tiny run: [0, 1, 3, 12, 40, 80, 120]; quartiles by index 1, 12, 80; by step 40 (nearest 60)
     n = len(steps)
