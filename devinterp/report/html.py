@@ -22,6 +22,7 @@ from devinterp import _io
 from devinterp.locality import LOCALITY_MIN, sweep_locality
 from devinterp.report import figures as F
 from devinterp.results import Results
+from devinterp.sweep.calibration import calibration_summary
 
 PLOTLY_CONFIG = {"responsive": True, "displaylogo": False, "scrollZoom": False,
                  "modeBarButtonsToRemove": ["select2d", "lasso2d"]}
@@ -150,8 +151,9 @@ def checkpoint_statuses(manifest: dict) -> pd.DataFrame:
 
 def llc_settings(results: Results) -> dict:
     """The frozen SGLD settings and calibration: ``llc_settings.json`` of the run folder, overlaid by
-    the manifest's ``llc_settings`` / ``calibration`` keys. Keys: ``settings``, ``calibration`` (either may be None)."""
-    out: dict[str, Any] = {"settings": None, "calibration": None}
+    the manifest's ``llc_settings`` / ``calibration`` keys. Keys: ``settings``, ``calibration``,
+    ``choice`` (the sentence saying why; any may be None)."""
+    out: dict[str, Any] = {"settings": None, "calibration": None, "choice": None}
     if results.path is not None:
         path = Path(results.path) / "llc_settings.json"
         if path.is_file():
@@ -162,11 +164,13 @@ def llc_settings(results: Results) -> dict:
             if isinstance(loaded, dict):
                 out["settings"] = loaded.get("settings", out["settings"])
                 out["calibration"] = loaded.get("calibration", out["calibration"])
+                out["choice"] = loaded.get("choice", out["choice"])
     manifest = results.manifest if isinstance(results.manifest, dict) else {}
     section = manifest.get("llc_settings")
     if isinstance(section, dict):
         out["settings"] = section.get("settings", section if "calibration" not in section else out["settings"])
         out["calibration"] = section.get("calibration", out["calibration"])
+        out["choice"] = section.get("choice", out["choice"])
     if manifest.get("calibration") is not None:
         out["calibration"] = manifest["calibration"]
     return out
@@ -322,9 +326,20 @@ def diagnostics_html(results: Results, figs: _Figures, spec: F.FigureSpec) -> st
     sgld = llc_settings(results)
     if isinstance(sgld["settings"], dict) and sgld["settings"]:
         parts.append(f'<h3>SGLD settings (frozen for the sweep)</h3>{value_html(sgld["settings"])}')
+    if isinstance(sgld["choice"], str) and sgld["choice"]:
+        parts.append(f'<p class="choice"><b>Why these settings</b>: {html.escape(sgld["choice"])}</p>')
     calib = F.calibration_frame(sgld["calibration"])
     if calib is not None:
-        parts.append(f'<h3>Calibration</h3>{frame_html(calib)}')
+        table = sgld["calibration"]
+        summary = (calibration_summary({"calibration": table, "settings": sgld["settings"]})
+                   if isinstance(table, list) and all(isinstance(r, dict) and {"gamma", "delta"} <= r.keys()
+                                                      for r in table) else [])
+        if summary:  # one line per localization tried; the full table folded below it
+            listed = "".join(f"<li>{html.escape(line)}</li>" for line in summary)
+            parts.append(f'<h3>Calibration</h3><ul>{listed}</ul><details><summary>every run tried '
+                         f'({len(calib)} rows)</summary>{frame_html(calib)}</details>')
+        else:
+            parts.append(f'<h3>Calibration</h3>{frame_html(calib)}')
     return "".join(parts)
 
 

@@ -133,6 +133,32 @@ def test_report_of_a_run_directory_reads_llc_settings_json(tmp_path, synthetic):
     assert "0.00042" in text and "<h3>Calibration</h3>" in text and "101.5" in text
 
 
+def test_report_says_why_the_sgld_settings_were_chosen(tmp_path, synthetic):
+    run_dir = tmp_path / "synthetic"
+    run_dir.mkdir()
+    synthetic.metrics.to_csv(run_dir / "metrics.csv", index=False)
+    synthetic.stages.to_csv(run_dir / "stages.csv", index=False)
+    (run_dir / "manifest.json").write_text(json.dumps(
+        {k: v for k, v in synthetic.manifest.items() if k != "llc_settings"}))
+    row = {"gamma": 1.0, "delta": 0.1, "epsilon": 1e-3, "llc": 50.0, "passed": True, "reasons": ""}
+    table = [{**row, "model": 0}, {**row, "model": 1},
+             {**row, "model": None, "passed": False,
+              "reasons": "rejected: chain mean loss 4.3 -> 4.3 nats ...: locality slope -0.02 ± 0.01, significantly below 0.5"},
+             {**row, "gamma": 10.0, "delta": 1.0, "epsilon": 1e-2, "model": 1, "passed": False,
+              "reasons": "screened: non-finite in a 200-step run"},
+             {**row, "gamma": 10.0, "delta": 1.0, "epsilon": 1e-4, "model": 0},
+             {**row, "gamma": 10.0, "delta": 1.0, "epsilon": 1e-4, "model": 1}]
+    (run_dir / "llc_settings.json").write_text(json.dumps(
+        {"settings": {"epsilon": 1e-4, "gamma": 10.0}, "calibration": table,
+         "choice": "epsilon=0.0001 (largest of 3 tried ...), gamma=10 (smallest passing)"}))
+    text = render_report(load_results(run_dir), run_dir / "report.html").read_text()
+    assert "<b>Why these settings</b>: epsilon=0.0001 (largest of 3 tried ...), gamma=10" in text
+    assert ("<li>delta 0.1 (gamma 1): 0 screening run(s), 2 full-length run(s); rejected: chains not local "
+            "(locality slope -0.02 ± 0.01)</li>") in text
+    assert "<li>delta 1 (gamma 10): 1 screening run(s), 2 full-length run(s); chosen, epsilon 0.0001</li>" in text
+    assert "every run tried (6 rows)" in text
+
+
 @pytest.mark.parametrize("raw, expected", [
     ({"checkpoints": {"20": {"status": "failed", "reason": "r"}, "3": {"status": "done"}}},
      [("3", "done", None), ("20", "failed", "r")]),
