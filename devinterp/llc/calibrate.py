@@ -104,18 +104,19 @@ ratio means what rule 3 says); a candidate that already goes non-finite or excee
 in the order highest L_n(w*), lowest, second highest, ... (each probe's L_n(w*) is taken once, up
 front), so the locality check's extremes are known early and a gamma that fails it is left after
 those runs instead of all of them (the remaining probes lie between the two and cannot change the
-verdict). Two more shortcuts, both recorded as ``skipped`` rows:
+verdict). Two more shortcuts:
 
 * At each gamma after the first, the scan starts at the largest epsilon that passed the screen at
-  the previous (smaller) gamma: in a basin with Hessian H the stability limit 2/lambda_max(nbeta H +
-  gamma) and the drift/noise ratio ~ sqrt(eps * mean eigenvalue of (nbeta H + gamma))/2 only get
-  worse as gamma grows, so the larger epsilons would fail the screen again. (Quickstart: the first
-  epsilon to pass fell 1.8e-3, 1e-3, 3.2e-4, 1e-4 over delta 0.25, 1, 3, 10.)
-* A probe found off a minimum (``negative``) at every earlier full-length run goes last, and the
-  early locality verdict does not wait for it: it was left out at every candidate so far (step 0 of
-  a run is the usual case, never at a minimum), so running it first cost one run per rejected
-  candidate. It still runs, last, at a candidate that passes everything else, and joins the
-  locality check there if it is at a minimum after all.
+  the previous (smaller) gamma (one ``skipped`` row says so): in a basin with Hessian H the
+  stability limit 2/lambda_max(nbeta H + gamma) and the drift/noise ratio ~ sqrt(eps * mean
+  eigenvalue of (nbeta H + gamma))/2 only get worse as gamma grows, so the larger epsilons would
+  fail the screen again. (Quickstart: the first epsilon to pass fell 1.8e-3, 1e-3, 3.2e-4, 1e-4
+  over delta 0.25, 1, 3, 10.)
+* A probe found off a minimum (``negative``) at every earlier full-length run that stayed finite
+  goes last, and the early locality verdict does not wait for it: it was left out at every
+  candidate so far (step 0 of a run is the usual case, never at a minimum), so running it first
+  cost one run per rejected candidate. It still runs, last, at a candidate that passes everything
+  else, and joins the locality check there if it is at a minimum after all.
 
 Returns a :class:`CalibratedSettings`: an ``LLCSettings`` (use it wherever settings are expected)
 that also carries ``.table`` (one dict per (gamma, epsilon, model) tried: llc, stderr, healthy,
@@ -355,7 +356,7 @@ def calibrate_llc(
         }
 
     screen_ceiling: float | None = None  # largest epsilon that passed the screen at a smaller gamma
-    runs_at = [0] * len(models)  # full-length runs per probed model so far
+    runs_at = [0] * len(models)  # finite full-length runs per probed model so far
     off_minimum_at = [0] * len(models)  # ... of which found it not at a minimum
 
     for g_index, gamma in enumerate(gamma_grid):
@@ -433,8 +434,9 @@ def calibrate_llc(
                 elif not fails and not ratio <= max_drift_ratio:
                     fails = [f"drift_ratio: drift/noise step ratio {ratio:.3g} > {max_drift_ratio:g} (epsilon too large)"]
                 judged += not not_a_minimum
-                runs_at[i] += 1
-                off_minimum_at[i] += not_a_minimum
+                if not any(r.startswith("nonfinite") for r in res.reasons):  # a diverged run says nothing of w*
+                    runs_at[i] += 1
+                    off_minimum_at[i] += not_a_minimum
                 if not not_a_minimum:
                     at_minimum.append((i, res))
                 if any(f.startswith("nonfinite") for f in fails):
