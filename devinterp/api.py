@@ -159,7 +159,8 @@ def calibrate(source: CheckpointSource, config: RunConfig, out: str | Path = "ou
     checkpoints and writes ``out/<name>/llc_settings.json``; with ``off`` it writes ``sweep.llc`` as
     given. When the file already exists nothing is rerun (the settings stay frozen for the run).
     A later ``sweep`` reads the file. Returns its content: {settings, calibration (the table, one
-    dict per run tried, or None), choice, probed_steps}, and ``path``, the file. Raises
+    dict per run tried, or None), choice, probed_steps}, ``path`` (the file) and ``new`` (False when
+    the file was already there). Raises
     :class:`devinterp.llc.CalibrationError` when nothing on the grid passes (the table is then in
     ``llc_calibration_failed.json``)."""
     import json
@@ -170,9 +171,10 @@ def calibrate(source: CheckpointSource, config: RunConfig, out: str | Path = "ou
 
     run_dir = prepare_run_dir(config, out, force_new=force_new)
     with exclusive_lock(run_dir):
+        new = not (run_dir / FILE).is_file()
         check_family(config, source.model_config())
         frozen_llc_settings(source, config, run_dir)
-    return {**json.loads((run_dir / FILE).read_text()), "path": str(run_dir / FILE)}
+    return {**json.loads((run_dir / FILE).read_text()), "path": str(run_dir / FILE), "new": new}
 
 
 def detect(run_dir: str | Path, config: RunConfig | None = None, **overrides) -> pd.DataFrame:

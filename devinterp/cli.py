@@ -163,10 +163,10 @@ def main(argv: list[str] | None = None) -> int:
             logging.getLogger("devinterp.sweep").setLevel(logging.INFO)  # a line per calibration run, even with -q
             config = load_config(args.config)
             saved = api.calibrate(api.checkpoint_source(config, args.out), config, args.out, force_new=args.force_new)
-            print("\n".join(calibration_summary(saved)))
-            print(f"SGLD settings: {saved['choice']}")
-            print(f"frozen in {saved['path']} (the sweep reads them; delete the file to choose again before "
-                  "measuring)")
+            if not saved["new"]:  # (a new calibration has just logged these lines)
+                print("\n".join(calibration_summary(saved) + [f"SGLD settings: {saved['choice']}"]))
+            print(f"{'frozen' if saved['new'] else 'already frozen'} in {saved['path']} (the sweep reads them; "
+                  "delete the file to choose again before measuring)")
         elif args.command == "detect":
             overrides = {k: v for k, v in vars(args).items() if k in DetectConfig.model_fields and v is not None}
             stages = api.detect(args.run_dir, **overrides)

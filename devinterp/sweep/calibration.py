@@ -85,8 +85,12 @@ def _calibrate(source, config: RunConfig, path: Path) -> LLCSettings:
     finally:
         torch.set_num_threads(threads)
     settings = LLCSettings.model_validate(chosen.model_dump())
-    _io.write_json(path, {"settings": settings.model_dump(), "calibration": chosen.table,
-                          "choice": chosen.choice, "probed_steps": steps})
+    saved = {"settings": settings.model_dump(), "calibration": chosen.table, "choice": chosen.choice,
+             "probed_steps": steps}
+    _io.write_json(path, saved)
+    for line in calibration_summary(saved):
+        log.info("calibration: %s", line)
+    log.info("SGLD settings frozen in %s: %s", path, chosen.choice)
     return settings
 
 

@@ -2,6 +2,7 @@
 and calibrate_llc's relaxation rule for burn-in and draws."""
 
 import json
+import logging
 import math
 
 import pytest
@@ -67,7 +68,7 @@ def test_calibration_freezes_the_rules_burnin_and_draws_and_says_so():
 
 
 @pytest.mark.slow
-def test_auto_calibration_is_chosen_once_and_frozen(tiny_run, tmp_path, capsys):
+def test_auto_calibration_is_chosen_once_and_frozen(tiny_run, tmp_path, capsys, caplog):
     config, out = tiny_run
     llc = config.sweep.llc.model_copy(update={"chains": 4, "draws": 40, "burnin": 20})
     config = config.model_copy(update={
@@ -84,14 +85,20 @@ def test_auto_calibration_is_chosen_once_and_frozen(tiny_run, tmp_path, capsys):
 
     # `devinterp calibrate` freezes the settings without measuring; the sweep then reads them back
     (tmp_path / "auto.yaml").write_text(dump_config(config))
-    assert main(["-q", "calibrate", str(tmp_path / "auto.yaml"), "--out", str(tmp_path)]) == 0
-    printed = capsys.readouterr().out
+    with caplog.at_level(logging.INFO, logger="devinterp.sweep"):
+        assert main(["-q", "calibrate", str(tmp_path / "auto.yaml"), "--out", str(tmp_path)]) == 0
     path = tmp_path / "tiny" / "llc_settings.json"
+    assert capsys.readouterr().out.startswith(f"frozen in {path} ")
     saved = json.loads(path.read_text())
     frozen = LLCSettings.model_validate(saved["settings"])
     assert not list((tmp_path / "tiny").glob("metrics/*.parquet"))
-    assert saved["choice"] in printed and f"chosen, epsilon {frozen.epsilon:.3g}" in printed and str(path) in printed
+    logged = caplog.text
+    assert saved["choice"] in logged and f"chosen, epsilon {frozen.epsilon:.3g}" in logged
     calibrated_at = path.stat().st_mtime_ns
+    assert main(["-q", "calibrate", str(tmp_path / "auto.yaml"), "--out", str(tmp_path)]) == 0  # reads it back
+    printed = capsys.readouterr().out
+    assert f"chosen, epsilon {frozen.epsilon:.3g}" in printed and f"SGLD settings: {saved['choice']}" in printed
+    assert f"already frozen in {path} " in printed and path.stat().st_mtime_ns == calibrated_at
     source = checkpoint_source(config, tmp_path)
     table = sweep(source, config, tmp_path, progress=False)
     assert path.stat().st_mtime_ns == calibrated_at
