@@ -178,7 +178,12 @@ def calibrate(source: CheckpointSource, config: RunConfig, out: str | Path = "ou
 
 
 def detect(run_dir: str | Path, config: RunConfig | None = None, **overrides) -> pd.DataFrame:
-    """Detect stages from a run's metrics and write ``stages.csv``; ``overrides`` change DetectConfig fields."""
+    """Detect stages from a run's metrics and write ``stages.csv``; ``overrides`` change DetectConfig fields.
+
+    In a run that ``refine`` densified, the smoother frozen before the first refinement
+    (``manifest.json["smoother"]``) is rebuilt on all checkpoints instead of being fitted anew, as
+    long as the axis and kernel settings are those it was fitted with (see
+    :func:`devinterp.refine.refine`)."""
     from devinterp.transitions import detect_stages
 
     run_dir = Path(run_dir)
@@ -188,7 +193,12 @@ def detect(run_dir: str | Path, config: RunConfig | None = None, **overrides) ->
     results = load_results(run_dir)
     if results.metrics.empty:
         raise FileNotFoundError(f"{run_dir}/metrics: no metrics yet; run `devinterp sweep` first")
-    stages = detect_stages(results.metrics, **settings)
+    frozen = read_manifest(run_dir).get("smoother") or {}
+    same = frozen.get("settings") == {k: settings.get(k) for k in ("axis", "kernel")}
+    if frozen and not same:
+        log.info("the smoother frozen by refine was fitted with %s; refitting for %s", frozen.get("settings"),
+                 {k: settings.get(k) for k in ("axis", "kernel")})
+    stages = detect_stages(results.metrics, smoother=frozen.get("runs") if same else None, **settings)
     _io.write_csv(run_dir / "stages.csv", stages)
     update_manifest(run_dir, detect=settings)
     return stages

@@ -8,10 +8,22 @@ is the same run) and saves ``points`` evenly spaced new checkpoints inside the w
 measures only the new checkpoints (same frozen SGLD settings, same data and random streams: the
 sweep's common random numbers) and detects stages again.
 
+The detection smoother is frozen too: before the first refinement its hyperparameters (axis,
+kernel, length scale, amplitude, noise) are fitted on the run's own grid and stored in
+``manifest.json["smoother"]``; every later detection of the run (refine's, ``devinterp detect``'s
+with the same axis and kernel settings) rebuilds that smoother on all checkpoints. Why: one
+stationary length scale fitted to a grid dense in one window and sparse elsewhere follows the
+dense window, which changes the curve's model everywhere. Measured on the quickstart, refined
+around its induction boundary: refitting turned the boundaries 1,075 / 1,600 into 147 / 975 (the
+trough at 1,150 and the later rise lost, one B stage to the end); with the frozen smoother they
+read 950 (the LLC's peak) / 1,050 / 1,150 (the trough) inside the window and 1,600 unchanged
+outside (BENCHMARKS.md, "Refining boundaries"). On smooth planted curves the two agree
+(``scripts/bench_refine_detect.py``).
+
 Writes: the new checkpoints (``refined`` = True in ``checkpoints/index.csv``), their metrics,
 ``stages.csv`` (refined), ``stages_before_refine.csv`` (the stages before the first refinement),
-``manifest.json["refine"]`` (windows, new steps, each boundary's interval before and after) and
-``report.html``.
+``manifest.json["refine"]`` (windows, new steps, each boundary's interval before and after),
+``manifest.json["smoother"]`` (once) and ``report.html``.
 """
 
 from __future__ import annotations
@@ -25,7 +37,7 @@ import pandas as pd
 
 from devinterp import _io
 from devinterp._callable_module import make_callable
-from devinterp.manifest import update_manifest
+from devinterp.manifest import read_manifest, update_manifest
 
 log = logging.getLogger("devinterp.refine")
 
@@ -88,6 +100,20 @@ def outside_windows(intervals: list[dict] | None, windows: list[list[int]] | lis
                   if not any(a <= x["start_step"] <= b for a, b in windows))
 
 
+def base_smoother(run_dir: str | Path, config) -> dict:
+    """The detection smoother of the run's metrics as they are now, for ``manifest.json["smoother"]``:
+    {runs: {run: hyperparameters} (``detect_stages(...).attrs["smoother"]``), settings: the axis and
+    kernel settings it was fitted with, checkpoints: how many it was fitted on}."""
+    from devinterp.results import load_results
+    from devinterp.transitions import detect_stages
+
+    settings = {**config.detect.model_dump(), "bootstrap": 0}  # the bootstrap does not change the smoother
+    metrics = load_results(run_dir).metrics
+    stages = detect_stages(metrics, **settings)
+    return {"runs": stages.attrs.get("smoother", {}), "settings": {k: settings[k] for k in ("axis", "kernel")},
+            "checkpoints": int(metrics["step"].nunique())}
+
+
 def refine(run_dir: str | Path, *, boundaries: list[int] | None = None, points: int = 8,
            progress: bool = True) -> pd.DataFrame:
     """Densify the checkpoints around the run's stage boundaries, measure them and re-detect.
@@ -137,6 +163,8 @@ def refine(run_dir: str | Path, *, boundaries: list[int] | None = None, points: 
     before_path = run_dir / "stages_before_refine.csv"
     if not before_path.is_file():
         _io.write_csv(before_path, stages)
+    if not read_manifest(run_dir).get("smoother"):  # frozen once, on the grid before any refinement
+        update_manifest(run_dir, smoother=base_smoother(run_dir, config))
     t0 = time.perf_counter()
     existing = set(source.steps)
     added: list[int] = []
@@ -172,4 +200,4 @@ def refine(run_dir: str | Path, *, boundaries: list[int] | None = None, points: 
 # ``devinterp.refine`` is this module once it is imported: keep ``devinterp.refine(run_dir)`` working
 make_callable(__name__, "devinterp.refine:refine")
 
-__all__ = ["RefineError", "new_steps_in", "outside_windows", "refine", "refine_windows"]
+__all__ = ["RefineError", "base_smoother", "new_steps_in", "outside_windows", "refine", "refine_windows"]

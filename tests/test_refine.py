@@ -128,7 +128,7 @@ def test_refine_end_to_end_on_a_tiny_run(tiny_run, tmp_path, caplog):
                   {"run": "tiny", "stage": 3, "start_step": 40, "end_step": 120, "type": "B", "boundary_lo": 40,
                    "boundary_hi": 40}]).to_csv(run_dir / "stages.csv", index=False)
     with caplog.at_level(logging.WARNING, logger="devinterp.refine"):
-        refine(run_dir, boundaries=[40], points=5, progress=False)
+        refined = refine(run_dir, boundaries=[40], points=5, progress=False)
 
     info = read_manifest(run_dir)["refine"]
     assert info["windows"] == [[12, 80]]
@@ -155,6 +155,12 @@ def test_refine_end_to_end_on_a_tiny_run(tiny_run, tmp_path, caplog):
         f"boundaries outside the refined windows changed: 3 -> {', '.join(map(str, elsewhere)) or 'none'} ")
     assert "Refined boundaries" in (run_dir / "report.html").read_text()
     assert json.loads((run_dir / "manifest.json").read_text())["refine"]["points"] == 5
+    # the detection smoother was frozen on the 7 checkpoints before refining and rebuilt after it
+    frozen = read_manifest(run_dir)["smoother"]
+    assert frozen["checkpoints"] == len(steps) and frozen["settings"] == {"axis": "auto", "kernel": "matern52"}
+    assert refined.attrs["smoother"] == frozen["runs"] and frozen["runs"]
+    assert devinterp.api.detect(run_dir).attrs["smoother"] == frozen["runs"]  # `devinterp detect` too
+    assert devinterp.api.detect(run_dir, kernel="rbf").attrs["smoother"]["tiny"]["kernel"] == "rbf"  # refitted
 
 
 def test_refine_names_the_missing_training_state(tiny_run, tmp_path):

@@ -51,6 +51,7 @@ class _Primary:
     z_crit: float
     axis: str = "log_step"  # the axis actually used ('auto' resolved)
     offset: float = 1.0  # the log_step axis is log(step + offset)
+    frozen: dict | None = None  # the smoother_params this one was rebuilt from, if any
 
 
 def axis_jacobian(xs: np.ndarray, steps: np.ndarray, x: np.ndarray, axis: str, offset: float) -> np.ndarray | None:
@@ -69,9 +70,48 @@ def axis_jacobian(xs: np.ndarray, steps: np.ndarray, x: np.ndarray, axis: str, o
     return 1.0 / np.clip(np.interp(xs, x, dl), 1e-12, None)
 
 
-def _primary(sig: Signal, cfg: DetectConfig) -> _Primary | None:
+def smoother_params(p: _Primary) -> dict:
+    """The primary smoother's hyperparameters as plain values (``stages.attrs["smoother"][run]``),
+    enough to rebuild the same smoother on another grid of the run: axis, offset, kernel, length,
+    amplitude, noise, and for the checkpoint-index axis the steps that defined the index."""
+    if p.frozen is not None:
+        return dict(p.frozen)
+    out = {"signal": p.signal.name, "axis": p.axis, "offset": float(p.offset), "kernel": p.fit.kernel,
+           "length": float(p.fit.length), "amplitude": float(p.fit.amplitude), "noise": float(p.fit.noise)}
+    if p.axis == "checkpoint":
+        out["index_steps"] = [int(s) for s in p.signal.step]
+    return out
+
+
+def frozen_axis(steps: np.ndarray, params: dict) -> np.ndarray:
+    """x of ``steps`` on the axis of frozen smoother ``params``. The checkpoint-index axis is the
+    index of the grid it was fitted on, interpolated linearly in log(step + 1) between (and
+    extrapolated along the end segments beyond) those checkpoints, so new checkpoints fall between
+    their neighbours instead of renumbering the run."""
+    steps = np.asarray(steps, float)
+    if params["axis"] != "checkpoint":
+        return to_axis(steps, np.arange(len(steps)), params["axis"], params["offset"])
+    ref = np.log(np.asarray(params["index_steps"], float) + 1.0)
+    u = np.log(steps + 1.0)
+    idx = np.arange(len(ref), dtype=float)
+    x = np.interp(u, ref, idx)
+    lo, hi = u < ref[0], u > ref[-1]
+    x[lo] = (u[lo] - ref[0]) / (ref[1] - ref[0])
+    x[hi] = idx[-1] + (u[hi] - ref[-1]) / (ref[-1] - ref[-2])
+    return x
+
+
+def _primary(sig: Signal, cfg: DetectConfig, frozen: dict | None = None) -> _Primary | None:
     if len(sig) < 3 or np.ptp(sig.y) == 0:
         return None
+    if frozen is not None:  # the smoother of another grid of this run (refine): same model, more data
+        x = frozen_axis(sig.step, frozen)
+        fit = GPFit(x, sig.y, length=frozen["length"], amplitude=frozen["amplitude"], noise=frozen["noise"],
+                    log_likelihood=float("nan"), kernel=frozen["kernel"])
+        profile, G = slope_profile(fit)
+        profile.jacobian = axis_jacobian(profile.xs, sig.step, x, frozen["axis"], frozen["offset"])
+        return _Primary(sig, x, fit, profile, G, critical_z(float(x[-1] - x[0]), fit.length, cfg.alpha),
+                        frozen["axis"], frozen["offset"], frozen)
     axis, offset = ("log_step" if cfg.axis == "auto" else cfg.axis), 1.0
     floor = chain_noise_sd(sig.chains)  # the scatter between chains bounds the noise below (§5.1)
     if cfg.axis == "auto" and len(sig) >= 10:
@@ -106,7 +146,8 @@ def _extra_features(metrics: pd.DataFrame, cfg: DetectConfig, primary: _Primary)
             sig = llc_signal(metrics, drop_unhealthy=cfg.drop_unhealthy) if name == "llc" else model_signal(metrics, name)
         if sig is None or len(sig) < 3 or np.ptp(sig.y) == 0:
             continue
-        x = to_axis(sig.step, sig.checkpoint, primary.axis, primary.offset)
+        x = (frozen_axis(sig.step, primary.frozen) if primary.frozen is not None else
+             to_axis(sig.step, sig.checkpoint, primary.axis, primary.offset))
         fit = fit_gp(x, sig.y, kernel=cfg.kernel)
         xs = primary.x
         g = fit.operator(xs, derivative=True) @ sig.y
@@ -236,7 +277,7 @@ def _single_stage(run: str, steps: np.ndarray, method: str) -> pd.DataFrame:
     }], columns=STAGE_COLUMNS)
 
 
-def _detect_run(m: pd.DataFrame, run: str, cfg: DetectConfig) -> pd.DataFrame:
+def _detect_run(m: pd.DataFrame, run: str, cfg: DetectConfig, frozen: dict | None = None) -> pd.DataFrame:
     steps_all = np.sort(m["step"].unique())
     sig = llc_signal(m, drop_unhealthy=cfg.drop_unhealthy)
     if sig is None or len(sig) < 3:
@@ -252,7 +293,7 @@ def _detect_run(m: pd.DataFrame, run: str, cfg: DetectConfig) -> pd.DataFrame:
     if sig is None or len(sig) < 3:
         return _single_stage(run, steps_all, cfg.method) if len(steps_all) else pd.DataFrame(columns=STAGE_COLUMNS)
     has_llc = sig.name == "llc"
-    p = _primary(sig, cfg)
+    p = _primary(sig, cfg, frozen if frozen is not None and sig.name == frozen.get("signal", "llc") else None)
     if p is None:  # constant signal: one stage
         out = _single_stage(run, sig.step, cfg.method)
         if has_llc:
@@ -306,6 +347,7 @@ def _detect_run(m: pd.DataFrame, run: str, cfg: DetectConfig) -> pd.DataFrame:
     out = pd.DataFrame(rows, columns=STAGE_COLUMNS)
     bootstrap_kind = "chains" if sig.chains is not None else "residuals"
     out.attrs["bootstrap"] = bootstrap_kind if cfg.bootstrap else "off"
+    out.attrs["smoother"] = smoother_params(p)
     out.attrs["notes"] = list(sig.notes) + (
         [] if bootstrap_kind == "chains" or not cfg.bootstrap else
         ["no per-chain LLC rows: confidence from a residual bootstrap (assumes independent residuals)"])
@@ -316,13 +358,18 @@ def _detect_run(m: pd.DataFrame, run: str, cfg: DetectConfig) -> pd.DataFrame:
     return out
 
 
-def detect_stages(metrics: pd.DataFrame, **settings) -> pd.DataFrame:
+def detect_stages(metrics: pd.DataFrame, *, smoother: dict | None = None, **settings) -> pd.DataFrame:
     """The stages table (columns ``devinterp.tables.STAGE_COLUMNS``) of every run in ``metrics``.
 
     Args:
         metrics: the long metrics table (DESIGN.md); it is normalised first, so missing optional
             columns are fine. Per-chain LLC rows (``chain`` set) enable the chain bootstrap and
             chain-by-chain differences; LLC rows with ``healthy == False`` are dropped with a warning.
+        smoother: {run: params} from an earlier detection's ``attrs["smoother"]``: rebuild that
+            run's smoother (axis, kernel, length scale, amplitude, noise) on this table's
+            checkpoints instead of fitting it anew. ``devinterp refine`` uses it so that new
+            checkpoints in one window add data to the same model of the curve rather than
+            changing the model everywhere. Runs not named are fitted as usual.
         **settings: fields of :class:`devinterp.config.DetectConfig` (defaults there); an unknown
             or invalid one raises ``ConfigError`` naming it.
 
@@ -330,20 +377,24 @@ def detect_stages(metrics: pd.DataFrame, **settings) -> pd.DataFrame:
     of the smoothed LLC against the axis (peaks, troughs, plateaus, edges of flat stages). A run
     with no LLC reads boundaries from the first usable signal in ``signals`` (types '-'); a run with
     fewer than 3 usable checkpoints or a constant signal is one stage. ``DataFrame.attrs`` holds
-    ``bootstrap`` ('chains', 'residuals' or 'off') and ``notes``. Pure: the input is not modified.
+    ``bootstrap`` ('chains', 'residuals' or 'off'), ``notes`` and ``smoother`` ({run: the primary
+    smoother's hyperparameters}, runs with a single stage left out). Pure: the input is not modified.
     """
     cfg = settings_from(settings)
     m = normalize_metrics(metrics)
     frames = []
     notes: list[str] = []
     modes = set()
+    smoothers = {}
     for run in pd.unique(m["run"].dropna()):
-        out = _detect_run(m[m["run"] == run], str(run), cfg)
+        out = _detect_run(m[m["run"] == run], str(run), cfg, (smoother or {}).get(str(run)))
         notes += [f"{run}: {n}" for n in out.attrs.get("notes", [])]
         modes.add(out.attrs.get("bootstrap", "off"))
+        if "smoother" in out.attrs:
+            smoothers[str(run)] = out.attrs["smoother"]
         frames.append(out)
     if not frames:
         return pd.DataFrame(columns=STAGE_COLUMNS)
     result = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-    result.attrs = {"bootstrap": ",".join(sorted(modes)), "notes": notes}
+    result.attrs = {"bootstrap": ",".join(sorted(modes)), "notes": notes, "smoother": smoothers}
     return result

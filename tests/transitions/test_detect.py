@@ -263,3 +263,65 @@ def test_auto_axis_picks_the_largest_marginal_likelihood():
     lls = [fit_gp(x, y).log_likelihood for _, _, x in candidate_axes(steps, ck)]
     assert fit.log_likelihood == pytest.approx(max(lls))
     assert name in ("log_step", "checkpoint") and c >= 1
+
+
+# --- a frozen smoother (what refine uses) ------------------------------------------------------
+@pytest.mark.parametrize("axis", ["auto", "checkpoint"])
+def test_a_smoother_rebuilt_from_its_hyperparameters_gives_the_same_stages(axis):
+    """Same hyperparameters on the same grid = the same GP, so the same stages to the last digit;
+    and the table reports the hyperparameters it was given."""
+    rng = np.random.default_rng(5)
+    p = planted_sweep(rng, n_stages=3, types=["A", "B", "A"], sched="loglinear", n=60)
+    fitted = detect_stages(p.metrics, axis=axis, bootstrap=50)
+    smoother = fitted.attrs["smoother"]
+    (run, params), = smoother.items()
+    assert run == p.metrics.run.iloc[0] and params["signal"] == "llc" and params["length"] > 0
+    rebuilt = detect_stages(p.metrics, axis=axis, bootstrap=50, smoother=smoother)
+    pd.testing.assert_frame_equal(rebuilt, fitted)
+    assert rebuilt.attrs["smoother"] == smoother
+
+
+def test_the_frozen_checkpoint_axis_keeps_the_base_grid_numbering():
+    from devinterp.transitions.detect import frozen_axis
+
+    base = [0, 10, 100, 1000]
+    params = {"axis": "checkpoint", "offset": 1.0, "index_steps": base}
+    assert frozen_axis(np.array(base), params) == pytest.approx([0, 1, 2, 3])
+    # new checkpoints fall between their neighbours, at their log(step + 1) fraction, not renumbering the run
+    x = frozen_axis(np.array([0, 10, 31, 100, 316, 1000, 3162]), params)
+    assert np.all(np.diff(x) > 0) and x[1] == 1 and x[3] == 2 and x[5] == 3
+    assert 1 < x[2] < 2 and x[2] == pytest.approx(1 + np.log(32 / 11) / np.log(101 / 11))
+    assert x[6] > 3  # beyond the last base checkpoint: extrapolated along the last segment
+    assert frozen_axis(np.array([9.0]), {"axis": "log_step", "offset": 100.0}) == pytest.approx([np.log(109)])
+
+
+def test_a_frozen_smoother_leaves_the_curve_far_from_a_densified_window_alone():
+    """What refine does, on a planted sweep: detect on every 3rd checkpoint, then add every checkpoint
+    of one window. With the base grid's smoother rebuilt on the denser grid (fixed hyperparameters),
+    new data move the posterior mean only within a few length scales of them: beyond 3 length scales
+    the smoothed LLC stays within 1% of the noise sd of the base grid's. (Refitting instead may pick
+    another axis or length scale and change the curve everywhere: on this sweep it moves to the
+    checkpoint-index axis, where the dense window stretches the run.)"""
+    from devinterp.tables import normalize_metrics
+    from devinterp.transitions.detect import _primary, frozen_axis, settings_from
+    from devinterp.transitions.signals import llc_signal
+
+    rng = np.random.default_rng(4)
+    p = planted_sweep(rng, n_stages=4, types=["A", "A", "B", "A"], sched="log", n=150)
+    steps = np.sort(p.metrics.step.unique())
+    base = steps[::3]
+    base_metrics = normalize_metrics(p.metrics[p.metrics.step.isin(base)])
+    before = detect_stages(base_metrics, bootstrap=0)
+    (params,) = before.attrs["smoother"].values()
+    i = int(np.searchsorted(steps, before.start_step.iloc[2]))
+    lo, hi = steps[max(i - 6, 0)], steps[min(i + 6, len(steps) - 1)]
+    dense = normalize_metrics(p.metrics[p.metrics.step.isin(base) | p.metrics.step.between(lo, hi)])
+    assert detect_stages(dense, bootstrap=0, smoother=before.attrs["smoother"]).attrs["smoother"] == before.attrs["smoother"]
+    cfg = settings_from({})
+    fit_before = _primary(llc_signal(base_metrics), cfg).fit
+    fit_after = _primary(llc_signal(dense), cfg, params).fit
+    x = frozen_axis(base, params)
+    x_lo, x_hi = frozen_axis(np.array([lo, hi]), params)
+    far = (x < x_lo - 3 * params["length"]) | (x > x_hi + 3 * params["length"])
+    assert far.sum() >= 5
+    assert np.abs(fit_after.mean(x[far]) - fit_before.mean(x[far])).max() < 0.01 * params["noise"]
