@@ -193,12 +193,9 @@ def detect(run_dir: str | Path, config: RunConfig | None = None, **overrides) ->
     results = load_results(run_dir)
     if results.metrics.empty:
         raise FileNotFoundError(f"{run_dir}/metrics: no metrics yet; run `devinterp sweep` first")
-    frozen = read_manifest(run_dir).get("smoother") or {}
-    same = frozen.get("settings") == {k: settings.get(k) for k in ("axis", "kernel")}
-    if frozen and not same:
-        log.info("the smoother frozen by refine was fitted with %s; refitting for %s", frozen.get("settings"),
-                 {k: settings.get(k) for k in ("axis", "kernel")})
-    stages = detect_stages(results.metrics, smoother=frozen.get("runs") if same else None, **settings)
+    from devinterp.refine import frozen_smoother
+
+    stages = detect_stages(results.metrics, smoother=frozen_smoother(read_manifest(run_dir), settings), **settings)
     _io.write_csv(run_dir / "stages.csv", stages)
     update_manifest(run_dir, detect=settings)
     return stages

@@ -114,6 +114,20 @@ def base_smoother(run_dir: str | Path, config) -> dict:
             "checkpoints": int(metrics["step"].nunique())}
 
 
+def frozen_smoother(manifest: dict, settings: dict) -> dict | None:
+    """The smoother refine froze (``manifest["smoother"]["runs"]``, for ``detect_stages(smoother=...)``)
+    when the detection ``settings`` have the axis and kernel it was fitted with; None when the run
+    has none or the settings differ (then the smoother is fitted anew)."""
+    frozen = manifest.get("smoother") if isinstance(manifest, dict) else None
+    if not isinstance(frozen, dict) or not frozen.get("runs"):
+        return None
+    wanted = {k: settings.get(k) for k in ("axis", "kernel")}
+    if frozen.get("settings") != wanted:
+        log.info("the smoother frozen by refine was fitted with %s; fitting anew for %s", frozen.get("settings"), wanted)
+        return None
+    return frozen["runs"]
+
+
 def refine(run_dir: str | Path, *, boundaries: list[int] | None = None, points: int = 8,
            progress: bool = True) -> pd.DataFrame:
     """Densify the checkpoints around the run's stage boundaries, measure them and re-detect.
@@ -200,4 +214,4 @@ def refine(run_dir: str | Path, *, boundaries: list[int] | None = None, points: 
 # ``devinterp.refine`` is this module once it is imported: keep ``devinterp.refine(run_dir)`` working
 make_callable(__name__, "devinterp.refine:refine")
 
-__all__ = ["RefineError", "base_smoother", "new_steps_in", "outside_windows", "refine", "refine_windows"]
+__all__ = ["RefineError", "base_smoother", "frozen_smoother", "new_steps_in", "outside_windows", "refine", "refine_windows"]

@@ -85,7 +85,8 @@ def stages_for(results: Results, source: str = SAVED, *, method: str = "critical
     """The stages to show and notes about them.
 
     ``source="saved"`` gives the run's stages.csv; ``source="detect"`` re-runs
-    ``detect_stages(metrics, method=..., penalty=..., bootstrap=...)`` on the run's metrics table.
+    ``detect_stages(metrics, method=..., penalty=..., bootstrap=...)`` on the run's metrics table
+    (with the smoother ``devinterp refine`` froze, for a refined run).
     Detection errors (a bad setting, an unusable table) and a missing detector come back as an empty
     table and a note saying why, so the app shows the message instead of failing.
     """
@@ -98,8 +99,13 @@ def stages_for(results: Results, source: str = SAVED, *, method: str = "critical
         from devinterp.transitions import detect_stages
     except ImportError as err:
         return pd.DataFrame(columns=STAGE_COLUMNS), [f"stage detection is unavailable: {err}"]
+    from devinterp.config import DetectConfig
+    from devinterp.refine import frozen_smoother
+
+    settings = {"method": method, "penalty": penalty, "bootstrap": int(bootstrap)}
+    smoother = frozen_smoother(results.manifest, {**DetectConfig().model_dump(), **settings})  # a refined run's
     try:
-        stages = detect_stages(results.metrics, method=method, penalty=penalty, bootstrap=int(bootstrap))
+        stages = detect_stages(results.metrics, smoother=smoother, **settings)
     except Exception as err:  # noqa: BLE001 - any detector error is shown to the user, not raised in the server
         log.warning("detect_stages failed: %s", err)
         return pd.DataFrame(columns=STAGE_COLUMNS), [f"detection failed: {type(err).__name__}: {err}"]

@@ -48,8 +48,13 @@ def test_redetection_passes_method_and_penalty_to_detect_stages(root, monkeypatc
     monkeypatch.setattr(T, "detect_stages", fake)
     results = A.load_run(root, "alpha")
     stages, _ = A.stages_for(results, A.DETECT, method="changepoint", penalty=4.5, bootstrap=3)
-    assert calls == [(len(results.metrics), {"method": "changepoint", "penalty": 4.5, "bootstrap": 3})]
+    assert calls == [(len(results.metrics), {"method": "changepoint", "penalty": 4.5, "bootstrap": 3, "smoother": None})]
     assert list(stages["heads"]) == ["L0H1"]
+    # a refined run: the smoother refine froze (fitted with the default axis and kernel) is passed on
+    frozen = {"alpha": {"axis": "log_step", "offset": 1.0, "kernel": "matern52", "length": 1.0}}
+    results.manifest["smoother"] = {"runs": frozen, "settings": {"axis": "auto", "kernel": "matern52"}}
+    A.stages_for(results, A.DETECT)
+    assert calls[-1][1]["smoother"] == frozen
 
 
 def test_redetection_errors_become_notes(root):
