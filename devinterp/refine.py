@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -109,7 +110,9 @@ def base_smoother(run_dir: str | Path, config) -> dict:
 
     settings = {**config.detect.model_dump(), "bootstrap": 0}  # the bootstrap does not change the smoother
     metrics = load_results(run_dir).metrics
-    stages = detect_stages(metrics, **settings)
+    with warnings.catch_warnings():  # this detection only reads the smoother; its warnings were shown before
+        warnings.simplefilter("ignore")
+        stages = detect_stages(metrics, **settings)
     return {"runs": stages.attrs.get("smoother", {}), "settings": {k: settings[k] for k in ("axis", "kernel")},
             "checkpoints": int(metrics["step"].nunique())}
 
