@@ -36,3 +36,11 @@ t = time.time()
 s = calibrate_llc(models, data.llc_batches, data.loss_fn, settings=cfg.sweep.llc, epsilons=epsilons,
                   log=lambda m: print(m, flush=True))
 print(round(time.time() - t), "s:", s.choice)
+# the work done, machine-independent: full-length runs are chains x (burnin + draws) chain-steps, screens
+# that stayed finite chains x 200 (a non-finite screen stops at once)
+reasons = [str(r.get("reasons") or "") for r in s.table]
+full = [r for r, why in zip(s.table, reasons) if r.get("model") is not None and not why.startswith("screened")]
+screens = [why for why in reasons if why.startswith("screened")]
+finite = [why for why in screens if "non-finite" not in why]
+steps = sum(s.chains * (r["burnin"] + r["draws"] * s.thin) for r in full) + s.chains * 200 * len(finite)
+print(f"work: {len(full)} full-length runs, {len(screens)} screening runs ({len(finite)} finite): {steps:,} chain-steps")
