@@ -203,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError, api.RunDirError, SweepLocked, ImportError, RefineError) as err:
         print(f"devinterp: error: {err}", file=sys.stderr)
         return 2
+    except SweepFailed as err:
+        print(f"devinterp: {err} (see manifest.json; the other checkpoints were measured)", file=sys.stderr)
+        return 1
     except RuntimeError as err:
         from devinterp.llc import CalibrationError  # here, not at the top: it imports torch
 
@@ -210,9 +213,6 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"devinterp: error: SGLD calibration found no stable setting: {err} (the table of what was tried: "
               "llc_calibration_failed.json in the run folder)", file=sys.stderr)
-        return 1
-    except SweepFailed as err:
-        print(f"devinterp: {err} (see manifest.json; the other checkpoints were measured)", file=sys.stderr)
         return 1
     return 0
 

@@ -51,10 +51,13 @@ def test_redetection_passes_method_and_penalty_to_detect_stages(root, monkeypatc
     assert calls == [(len(results.metrics), {"method": "changepoint", "penalty": 4.5, "bootstrap": 3, "smoother": None})]
     assert list(stages["heads"]) == ["L0H1"]
     # a refined run: the smoother refine froze (fitted with the default axis and kernel) is passed on
+    import dataclasses
+
     frozen = {"alpha": {"axis": "log_step", "offset": 1.0, "kernel": "matern52", "length": 1.0}}
-    results.manifest["smoother"] = {"runs": frozen, "settings": {"axis": "auto", "kernel": "matern52"}}
-    A.stages_for(results, A.DETECT)
-    assert calls[-1][1]["smoother"] == frozen
+    refined = dataclasses.replace(results, manifest={  # a copy: load_run's cached Results stay as they are
+        **results.manifest, "smoother": {"runs": frozen, "settings": {"axis": "auto", "kernel": "matern52"}}})
+    A.stages_for(refined, A.DETECT)
+    assert calls[-1][1]["smoother"] == frozen and "smoother" not in A.load_run(root, "alpha").manifest
 
 
 def test_redetection_errors_become_notes(root):
