@@ -111,3 +111,34 @@ def test_calibration_probe_order_settles_the_extremes_early():
     # a pending probe outside the range could still become an extreme: not settled
     assert settled_locality(plateau, [3.0], 1000.0) is None
     assert settled_locality(plateau[:1], [], 1000.0) is None
+
+
+def test_chains_that_forget_w_star_for_part_of_the_run_fail():
+    """Like the calibrated 20k ICL sweep: the chains sit on the plateau (mean loss 4.19) while L* falls
+    4.17 -> 2.12, and follow L* only later. The extremes alone pass (slope 0.70); the pair inside the
+    plateau stretch, whose loss gap is over half the range, does not."""
+    from devinterp.locality import judged_pairs, pairs_z
+
+    init = np.array([4.166, 3.05, 2.115, 2.05, 1.846])
+    mean = np.array([4.189, 4.164, 4.13, 2.92, 2.567])
+    nbeta = 66.67
+    llcs = nbeta * (mean - init)
+    extremes = locality(init[[0, 4]], llcs[[0, 4]], [0.5, 0.5], nbeta)
+    assert math.isclose(extremes.slope, (4.189 - 2.567) / (4.166 - 1.846)) and extremes.ok  # 0.70
+    loc = locality(init, llcs, [0.5] * 5, nbeta, labels=[f"step {s}" for s in (0, 737, 2916, 8762, 20000)])
+    assert not loc.ok and loc.where == "step 0 -> step 2916"  # the worst judged pair
+    assert math.isclose(loc.slope, (4.189 - 4.13) / (4.166 - 2.115))
+    # judged: gaps >= half the range (1.16): (0, 2916), (0, 8762), (0, 20000), (737, 20000)
+    assert sorted(judged_pairs(init)) == [(0, 2), (0, 3), (0, 4), (1, 4)] and loc.pairs == 4
+    assert math.isclose(loc.z, pairs_z(4)) and math.isclose(pairs_z(1), 2.0)
+    assert 2.0 < pairs_z(4) < pairs_z(1000) < 4.5
+
+
+def test_a_large_llc_change_between_checkpoints_of_nearly_equal_loss_is_not_judged():
+    """Checkpoints 2,500 and 2,575 of the calibrated quickstart: L* 3.128 vs 3.126 and LLCs differing
+    by 9, i.e. a pairwise slope of -5.8 that only says the LLC moved; their gap is far below half the
+    range, so the pair is not judged."""
+    init = np.array([4.2, 3.128, 3.126])
+    llcs = np.array([10.0, 435.0, 446.0])
+    loc = locality(init, llcs, [1.0, 1.0, 1.0], 1000.0)
+    assert (1, 2) not in [(loc.high, loc.low)] and loc.ok and loc.pairs == 2

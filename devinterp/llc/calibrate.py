@@ -43,10 +43,10 @@ Rule (REFERENCE.md §1.5):
    (RRR (4,3,8,0), gamma 0.361, eps 5.6e-4: below 0.1 in the screen, 0.25 over 9,000 steps).
    *Locality across the probes* (:mod:`devinterp.locality`): a candidate that passes at every probed
    model is still rejected when the chains' mean loss E[L] = L_n(w*) + llc/nbeta does not follow
-   L_n(w*) between the probes with the highest and lowest L_n(w*): slope significantly below 1/2
-   (the chains keep less than half of the loss difference, i.e. they have spread past the basin
-   into a region every checkpoint shares). Every trace is stationary there, so no per-model check
-   sees it. The equilibrium posterior depends on gamma (and nbeta), not on epsilon, so the rest of
+   L_n(w*) between two probes whose L_n(w*) differ by at least half of the probes' range: slope
+   significantly below 1/2 (the chains keep less than half of the loss difference, i.e. they have
+   spread past the basin into a region both checkpoints share). Every trace is stationary there,
+   so no per-model check sees it. Its threshold z is fixed up front from every probe's L_n(w*). The equilibrium posterior depends on gamma (and nbeta), not on epsilon, so the rest of
    that gamma's epsilons are skipped and the next gamma is tried. Measured on the quickstart: at
    delta 0.1 the chains sat at 4.34-4.37 nats at every probe while L_n(w*) went 4.16 -> 3.12
    (slope -0.02); the hand-picked delta 32 gives 0.88. A single probed model (or probes with equal
@@ -136,7 +136,7 @@ from torch import Tensor, nn
 from devinterp.config import LLCSettings
 from devinterp.llc.diagnostics import ESS_MIN, TREND_EFFECT
 from devinterp.llc.estimator import estimate_llc, resolve_settings
-from devinterp.locality import locality
+from devinterp.locality import judged_pairs, locality, pairs_z
 
 SAMPLER_CHECKS = ("nonfinite", "runaway", "rising", "falling", "rhat", "low_ess")
 DEFAULT_EPSILONS = tuple(10 ** (-k / 4) for k in range(4, 29))  # 1e-1 ... 1e-7, factor 10**0.25
@@ -237,17 +237,20 @@ def probe_order(init_losses: Sequence[float]) -> list[int]:
     return out
 
 
-def settled_locality(at_minimum: list, pending_init_losses: Sequence[float], nbeta: float):
+def settled_locality(at_minimum: list, pending_init_losses: Sequence[float], nbeta: float,
+                     z: float | None = None):
     """:func:`~devinterp.locality.locality` of the judged models so far ((index, LLCResult) pairs),
-    but only once no model still to run has an L_n(w*) outside their range (so the extremes, and the
-    verdict, are final); else None."""
+    but only once no model still to run has an L_n(w*) outside their range (the range sets which
+    pairs are judged; models inside it can only add pairs, so a failure is then final); else None.
+    ``z``: the threshold, fixed in advance (e.g. from every probe's L_n(w*)) so that later models
+    cannot change it."""
     if len(at_minimum) < 2:
         return None
     losses = [r.init_loss for _, r in at_minimum]
     if any(not (min(losses) <= x <= max(losses)) for x in pending_init_losses):
         return None
     return locality(losses, [r.llc for _, r in at_minimum], [r.total_stderr for _, r in at_minimum], nbeta,
-                    labels=[f"model {i}" for i, _ in at_minimum])
+                    labels=[f"model {i}" for i, _ in at_minimum], z=z)
 
 
 def _lengths_text(lengths: dict, settings: LLCSettings, burnin_taus: float, draws_taus: float,
@@ -336,6 +339,9 @@ def calibrate_llc(
                            chains=1, draws=1, burnin=0, thin=1) for m in models]
     nbeta = probes[0].nbeta
     order = probe_order([p.init_loss for p in probes])
+    # the locality check's threshold, for the pairs every probe's L_n(w*) would give: fixed now, so a
+    # verdict reached before all probes have run stays final
+    local_z = pairs_z(len(judged_pairs([p.init_loss for p in probes])))
     gamma_grid = sorted(gammas) if gammas is not None else [d * math.sqrt(nbeta) for d in DEFAULT_DELTAS]
     gamma_grid = [g for g in gamma_grid if g / math.sqrt(nbeta) <= max_delta + 1e-12]
     if not gamma_grid:
@@ -461,12 +467,12 @@ def calibrate_llc(
                     ok = False
                     break
                 pending = [j for j in run_order[pos + 1:] if j not in presumed_off]
-                local = settled_locality(at_minimum, [probes[j].init_loss for j in pending], nbeta)
+                local = settled_locality(at_minimum, [probes[j].init_loss for j in pending], nbeta, local_z)
                 if local is not None and not local.ok:
                     break  # the rest of the probes cannot change the verdict
             if ok and judged:
                 if local is None:  # not settled early (e.g. a left-out probe was still pending): now it is
-                    local = settled_locality(at_minimum, [], nbeta)
+                    local = settled_locality(at_minimum, [], nbeta, local_z)
                 if local is not None and not local.ok:
                     # the equilibrium posterior is set by gamma (and nbeta), not by epsilon: every epsilon
                     # at this gamma samples the same spread-out posterior, so go on to a larger gamma
@@ -477,7 +483,7 @@ def calibrate_llc(
                         "reasons": "rejected: " + local.describe() + "; smaller epsilons at this gamma skipped "
                                    "(the posterior is set by gamma, not epsilon)"
                                    + (f"; decided after {pos + 1} of {len(models)} probes, the others' L_n(w*) "
-                                      "lying between these two"
+                                      "lying within the judged ones' range"
                                       + (" or the others off a minimum at every earlier run" if presumed_off else "")
                                       if pos + 1 < len(models) else ""),
                     })
