@@ -87,6 +87,12 @@ class Locality:
     where: str = ""  # e.g. "steps 7 -> 2950": what high and low are, for describe()
     z: float = LOCALITY_Z
     pairs: int = 1
+    nbeta: float = math.nan
+
+    @property
+    def llc_change(self) -> float:
+        """The LLC at ``low`` minus the LLC at ``high``: nbeta x the change of E[L] - L_n(w*)."""
+        return self.nbeta * ((self.mean_loss_low - self.init_loss_low) - (self.mean_loss_high - self.init_loss_high))
 
     @property
     def ok(self) -> bool:
@@ -96,12 +102,20 @@ class Locality:
         """One sentence with the figures, for tables, logs and reports."""
         where = f" ({self.where})" if self.where else ""
         of = f" (worst of {self.pairs} pairs)" if self.pairs > 1 else ""
-        return (f"chain mean loss {self.mean_loss_high:.4g} -> {self.mean_loss_low:.4g} nats where L_n(w*) "
+        text = (f"chain mean loss {self.mean_loss_high:.4g} -> {self.mean_loss_low:.4g} nats where L_n(w*) "
                 f"goes {self.init_loss_high:.4g} -> {self.init_loss_low:.4g}{where}: locality slope "
-                f"{self.slope:.2f} ± {self.stderr:.2f}{of}"
-                + ("" if self.ok else f", significantly below {LOCALITY_MIN:g}: the chains keep less than half of the loss "
-                   "difference between the checkpoints (posterior not local; the LLC reads the loss curve as much "
-                   "as the basin)"))
+                f"{self.slope:.2f} ± {self.stderr:.2f}{of}")
+        if self.ok:
+            return text
+        text += (f", significantly below {LOCALITY_MIN:g}: the chains keep less than half of the loss difference "
+                 "between the checkpoints (posterior not local; the LLC reads the loss curve as much as the basin)")
+        if self.slope - self.z * self.stderr > 0 and math.isfinite(self.nbeta):  # the loss fell, by less than half:
+            # a steep real LLC rise would also do this, so say how steep
+            gap = self.init_loss_high - self.init_loss_low
+            text += (f"; or the LLC rose steeply: it rose {self.llc_change:.3g}, more than nbeta x half the loss gap "
+                     f"({self.nbeta * gap / 2:.3g}) - compare the chains' mean loss with the plateau (the "
+                     "untrained model's)")
+        return text
 
 
 def locality(init_losses: Sequence[float], llcs: Sequence[float], stderrs: Sequence[float],
@@ -134,7 +148,8 @@ def locality(init_losses: Sequence[float], llcs: Sequence[float], stderrs: Seque
     hi, lo, b, s = int(I[k]), int(J[k]), slopes[k], errs[k]
     return Locality(high=hi, low=lo, init_loss_high=float(L[hi]), init_loss_low=float(L[lo]),
                     mean_loss_high=float(mean[hi]), mean_loss_low=float(mean[lo]), slope=float(b), stderr=float(s),
-                    where=f"{labels[hi]} -> {labels[lo]}" if labels is not None else "", z=z, pairs=len(pairs))
+                    where=f"{labels[hi]} -> {labels[lo]}" if labels is not None else "", z=z, pairs=len(pairs),
+                    nbeta=float(np.sqrt(nb[hi] * nb[lo])))
 
 
 def sweep_locality(metrics) -> Locality | None:

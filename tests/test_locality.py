@@ -142,3 +142,15 @@ def test_a_large_llc_change_between_checkpoints_of_nearly_equal_loss_is_not_judg
     llcs = np.array([10.0, 435.0, 446.0])
     loc = locality(init, llcs, [1.0, 1.0, 1.0], 1000.0)
     assert (1, 2) not in [(loc.high, loc.low)] and loc.ok and loc.pairs == 2
+
+
+def test_a_failing_pair_says_how_much_the_llc_rose():
+    """Below 1/2 but above 0 the slope has two readings (forgetting, or an LLC rise above nbeta x half
+    the loss gap); the sentence gives the rise and that bound. Constructed: L* 4.1 -> 2.7, LLC 0 -> 55
+    at nbeta 66.67, so the rise 55 exceeds 66.67 x 1.4 / 2 = 46.7 and the slope is 1 - 55 / 93.3."""
+    nbeta = 66.67
+    loc = locality([4.1, 2.7], [0.0, 55.0], [0.5, 0.5], nbeta)
+    assert not loc.ok and math.isclose(loc.slope, 1 - 55 / (nbeta * 1.4)) and math.isclose(loc.llc_change, 55.0)
+    assert "it rose 55, more than nbeta x half the loss gap (46.7)" in loc.describe()
+    plateau = locality([4.1, 2.7], [0.0, nbeta * 1.4], [0.5, 0.5], nbeta)  # slope 0: no second reading
+    assert not plateau.ok and "rose steeply" not in plateau.describe()
