@@ -93,9 +93,10 @@ models always have such flat directions. Per candidate (eps, gamma):
 Cost of the rule: the analytic tests (delta = 0.03, weak localization) have tau = 1,000-175,000
 steps at their calibrated (eps, gamma), so the cap binds there (6,000 steps for 1,500 configured);
 the quickstart's hand-picked eps 3e-5, gamma 1000 (tau = 67) would want 200 + 334 steps for 50 + 100
-configured (3.6x, under the cap), and its calibration under the rule (six probes) chose eps 1.78e-3,
-gamma 3.16 (tau = 356), capped at 224 + 375 (BENCHMARKS.md); configs/icl-regression.yaml's eps 3e-4, gamma 6.67 (tau =
-1,000) would want 3,000 + 5,000 for 200 + 200, capped at 1,600 (burn-in 599 = 0.6 tau, draws 1 tau).
+configured (3.6x, under the cap), and its calibration (six probes, pairwise locality) chooses eps
+3.16e-5, gamma 948.7 (tau = 67): 200 + 334 (BENCHMARKS.md); the paper's ICL eps 3e-4, gamma 6.67 (tau =
+1,000) would want 3,000 + 5,000 for 200 + 200, capped at 1,600 (burn-in 599 = 0.6 tau, draws 1 tau),
+where the calibrated eps 1e-4, gamma 245 (tau = 82) takes 245 + 409.
 
 Cost of the search: each candidate is first screened by a short run (``screen_steps`` steps, half
 burn-in) at the last model (in a sweep the latest checkpoint, the likeliest to sit at a minimum, where the drift
