@@ -217,4 +217,5 @@ def refine(run_dir: str | Path, *, boundaries: list[int] | None = None, points: 
 # ``devinterp.refine`` is this module once it is imported: keep ``devinterp.refine(run_dir)`` working
 make_callable(__name__, "devinterp.refine:refine")
 
-__all__ = ["RefineError", "base_smoother", "frozen_smoother", "new_steps_in", "outside_windows", "refine", "refine_windows"]
+__all__ = ["RefineError", "base_smoother", "frozen_smoother", "new_steps_in", "outside_windows", "refine",
+           "refine_windows"]

@@ -46,8 +46,9 @@ Rule (REFERENCE.md §1.5):
    L_n(w*) between two probes whose L_n(w*) differ by at least half of the probes' range: slope
    significantly below 1/2 (the chains keep less than half of the loss difference, i.e. they have
    spread past the basin into a region both checkpoints share). Every trace is stationary there,
-   so no per-model check sees it. Its threshold z is fixed up front from every probe's L_n(w*). The equilibrium posterior depends on gamma (and nbeta), not on epsilon, so the rest of
-   that gamma's epsilons are skipped and the next gamma is tried. Measured on the quickstart: at
+   so no per-model check sees it. Its threshold z is fixed up front from every probe's L_n(w*).
+   The equilibrium posterior depends on gamma (and nbeta), not on epsilon, so the rest of that
+   gamma's epsilons are skipped and the next gamma is tried. Measured on the quickstart: at
    delta 0.1 the chains sat at 4.34-4.37 nats at every probe while L_n(w*) went 4.16 -> 3.12
    (slope -0.02); the hand-picked delta 32 gives 0.88. A single probed model (or probes with equal
    L_n(w*)) cannot be judged this way and is not.
