@@ -28,9 +28,9 @@ checkpoints, i.e. they forget more of w* than they remember. One half is a state
 fitted (the same "halves" rule as the detector's plateau test). z keeps the family's chance of a
 false alarm at that of one z = LOCALITY_Z = 2 test (as for the ``negative`` check): Bonferroni over
 the judged pairs (z = 2 for one pair, 3.8-3.9 for the few hundred of a 36-44-checkpoint sweep).
-Measured (BENCHMARKS.md): the quickstart's hand-picked settings (delta 32) pass with a worst pair of 0.77; its calibrated delta 10
-fails (steps 700 -> 1,000: chain mean loss 4.16 -> 4.02 while L* went 4.07 -> 3.52, b = 0.25); delta
-0.1 b = -0.02; the ICL recipe at the paper's settings b = -0.01.
+Measured (BENCHMARKS.md): the quickstart's hand-picked settings (delta 32) pass with a worst pair
+of 0.77; its calibrated delta 10 fails (steps 700 -> 1,000: chain mean loss 4.16 -> 4.02 while L*
+went 4.07 -> 3.52, b = 0.25); delta 0.1 b = -0.02; the ICL recipe at the paper's settings b = -0.01.
 """
 
 from __future__ import annotations
