@@ -105,24 +105,23 @@ def _primary(sig: Signal, cfg: DetectConfig, frozen: dict | None = None) -> _Pri
     if len(sig) < 3 or np.ptp(sig.y) == 0:
         return None
     if frozen is not None:  # the smoother of another grid of this run (refine): same model, more data
+        axis, offset = frozen["axis"], frozen["offset"]
         x = frozen_axis(sig.step, frozen)
         fit = GPFit(x, sig.y, length=frozen["length"], amplitude=frozen["amplitude"], noise=frozen["noise"],
                     log_likelihood=float("nan"), kernel=frozen["kernel"])
-        profile, G = slope_profile(fit)
-        profile.jacobian = axis_jacobian(profile.xs, sig.step, x, frozen["axis"], frozen["offset"])
-        return _Primary(sig, x, fit, profile, G, critical_z(float(x[-1] - x[0]), fit.length, cfg.alpha),
-                        frozen["axis"], frozen["offset"], frozen)
-    axis, offset = ("log_step" if cfg.axis == "auto" else cfg.axis), 1.0
-    floor = chain_noise_sd(sig.chains)  # the scatter between chains bounds the noise below (§5.1)
-    if cfg.axis == "auto" and len(sig) >= 10:
-        fit, axis, offset = fit_on_axis(sig.step, sig.checkpoint, sig.y, kernel=cfg.kernel, noise_floor=floor)
-        x = fit.x
     else:
-        x = to_axis(sig.step, sig.checkpoint, axis)
-        fit = fit_gp(x, sig.y, kernel=cfg.kernel, noise_floor=floor)
+        axis, offset = ("log_step" if cfg.axis == "auto" else cfg.axis), 1.0
+        floor = chain_noise_sd(sig.chains)  # the scatter between chains bounds the noise below (§5.1)
+        if cfg.axis == "auto" and len(sig) >= 10:
+            fit, axis, offset = fit_on_axis(sig.step, sig.checkpoint, sig.y, kernel=cfg.kernel, noise_floor=floor)
+            x = fit.x
+        else:
+            x = to_axis(sig.step, sig.checkpoint, axis)
+            fit = fit_gp(x, sig.y, kernel=cfg.kernel, noise_floor=floor)
     profile, G = slope_profile(fit)
     profile.jacobian = axis_jacobian(profile.xs, sig.step, x, axis, offset)
-    return _Primary(sig, x, fit, profile, G, critical_z(float(x[-1] - x[0]), fit.length, cfg.alpha), axis, offset)
+    return _Primary(sig, x, fit, profile, G, critical_z(float(x[-1] - x[0]), fit.length, cfg.alpha), axis, offset,
+                    frozen)
 
 
 def _extra_features(metrics: pd.DataFrame, cfg: DetectConfig, primary: _Primary) -> list[np.ndarray]:
