@@ -15,7 +15,7 @@ import pandas as pd
 
 from devinterp import _io
 from devinterp.checkpoints import CheckpointSource, DirectorySource, open_source
-from devinterp.config import RunConfig, dump_config, load_config
+from devinterp.config import LLC_EXECUTION_FIELDS, RunConfig, dump_config, load_config
 from devinterp.manifest import environment, read_manifest, update_manifest
 from devinterp.results import Results, load_results
 
@@ -32,9 +32,21 @@ def run_dir_for(config: RunConfig, out: str | Path = "out") -> Path:
 
 def _unmeasured_sweep_fields(config: RunConfig) -> tuple[str, ...]:
     """Sweep fields that do not change the metrics (where and how strictly they run, which groups;
-    the calibration cap when calibration is off)."""
-    return ("executor", "strict", "metrics") + (("calibrate_max_length_factor",) if config.sweep.calibrate == "off"
-                                                 else ())
+    the calibration cap when calibration is off), dotted below the sweep (``llc.cuda_graph``)."""
+    return (("executor", "strict", "metrics") + tuple(f"llc.{f}" for f in LLC_EXECUTION_FIELDS)
+            + (("calibrate_max_length_factor",) if config.sweep.calibrate == "off" else ()))
+
+
+def _exclusion(dotted: tuple[str, ...]) -> dict:
+    """pydantic's nested ``exclude`` for dotted field names: ('a', 'b.c') -> {'a': True, 'b': {'c': True}}."""
+    out: dict = {}
+    for name in dotted:
+        *parents, leaf = name.split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = True
+    return out
 
 
 def measurement_hash(config: RunConfig) -> str:
@@ -42,7 +54,7 @@ def measurement_hash(config: RunConfig) -> str:
     sweep. Where they run (device, executor), strictness, the list of metric groups (adding one
     measures only it; each group's values do not depend on the others), detection and report
     settings may change freely between reruns, and so may the fields other sections gain."""
-    sweep = config.sweep.model_dump(mode="json", exclude=set(_unmeasured_sweep_fields(config)))
+    sweep = config.sweep.model_dump(mode="json", exclude=_exclusion(_unmeasured_sweep_fields(config)))
     parts = {"name": config.name, "checkpoints": None if config.checkpoints is None else str(config.checkpoints),
              "source": None if config.source is None else config.source.model_dump(mode="json"),
              "recipe": config.recipe.model_dump(mode="json"), "sweep": sweep}

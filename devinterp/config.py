@@ -316,6 +316,12 @@ def recipe_family(recipe: BaseModel) -> str:
 # --------------------------------------------------------------------------------------------
 
 
+# LLCSettings fields that say only how the chains are run, not what they compute (same noise, same
+# minibatches, same numbers): measurement hashes leave them out, and settings frozen for a run take
+# them from the current config.
+LLC_EXECUTION_FIELDS = ("cuda_graph",)
+
+
 class LLCSettings(StrictModel):
     """SGLD settings of one LLC estimate (REFERENCE.md §1.3): frozen for a whole sweep.
 
@@ -351,6 +357,11 @@ class LLCSettings(StrictModel):
     )
     compile: bool = Field(
         False, description="torch.compile the fused forward (CUDA; the first estimate pays the compile time)"
+    )
+    cuda_graph: bool = Field(
+        False, description="CUDA only: replay each SGLD step from one captured CUDA graph (removes the kernel-launch "
+        "overhead of small models; same noise and minibatches, so the same numbers; falls back to the eager loop "
+        "where capture fails)"
     )
     wbic: bool = Field(False, description="also report the local WBIC, n * mean sampled loss (REFERENCE.md §1.2)")
 

@@ -9,18 +9,19 @@
 #   command: bash scripts/gpu_session.sh            carry: [".gpu-wheels"]     timeout_s: 560
 #
 # Phases (each time-boxed; whatever finished is written to $OUT, at most 8 files):
-#   1. LLC throughput, ours vs devinterp 2.0.1 (paper-size LM and the quickstart toy)  -> bench_llc_gpu.txt
+#   1. LLC throughput, ours (eager, compiled, CUDA-graphed) vs devinterp 2.0.1 (paper-size LM and the
+#      quickstart toy), and the top CUDA kernels of the compiled bf16 step     -> bench_llc_gpu.txt
 #   2. the paper-size language-model run (configs/induction-paper.yaml), shortened to fit: train ->
 #      sweep -> detect -> report, then the side-by-side table with the paper's LM1-LM5 -> repro.md,
 #      repro.log, metrics.csv, stages.csv, training.json, report.html
-# Knobs (environment): BENCH_S (240), REPRO_S (280), STEPS (20000), BATCH (32), DRAWS (100).
+# Knobs (environment): BENCH_S (260), REPRO_S (270), STEPS (20000), BATCH (32), DRAWS (100).
 # GPU_SESSION_CPU=1 runs the same script on a CPU at toy size (a smoke test of the script itself).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out/gpu-session}
 mkdir -p "$OUT"
 PY=${PY:-python3}
-BENCH_S=${BENCH_S:-240}; REPRO_S=${REPRO_S:-280}
+BENCH_S=${BENCH_S:-260}; REPRO_S=${REPRO_S:-270}
 STEPS=${STEPS:-20000}; BATCH=${BATCH:-32}; DRAWS=${DRAWS:-100}
 export PYTHONUNBUFFERED=1
 
@@ -41,7 +42,7 @@ command -v nvidia-smi >/dev/null && nvidia-smi -L
 if [ "${GPU_SESSION_CPU:-0}" = 1 ]; then
   BENCH=(--device cpu --small --models toy --draws 5); REPRO=(--tiny)
 else
-  BENCH=(--draws 200); REPRO=(--steps "$STEPS" --batch-size "$BATCH" --llc-draws "$DRAWS")
+  BENCH=(--draws 200 --profile); REPRO=(--steps "$STEPS" --batch-size "$BATCH" --llc-draws "$DRAWS")
 fi
 
 echo "== phase 1: LLC throughput (timeout ${BENCH_S}s)"

@@ -178,8 +178,10 @@ def _estimate_groups(model, data, loss_fn, settings: LLCSettings, n, device, par
     run = run_chains(
         chain_loss, w0, sdata, epsilon=settings.epsilon, nbeta=nbeta, gamma=settings.gamma,
         noise_level=settings.noise_level, chains=C * G, steps=steps, batch_size=settings.batch_size,
-        seed=settings.seed, mask=mask, seed_offsets=offsets,
+        seed=settings.seed, mask=mask, seed_offsets=offsets, cuda_graph=settings.cuda_graph,
     )
+    if run.graphed:
+        backend += "+cuda_graph"
     seconds = time.perf_counter() - t0
     losses = run.losses.double().numpy().T  # [G*C, steps]
     results = []

@@ -12,13 +12,23 @@ stream). Neither depends on the weights, the backend or the number of chains, so
 the same seed (e.g. at neighbouring checkpoints) share all their randomness, and chain c is the
 same chain whether 4 or 8 chains run. All chains see the same minibatch at a step (as in the
 reference library); they differ by their noise.
+
+CUDA graphs (``run_chains(..., cuda_graph=True)``, setting ``cuda_graph``): on a GPU, a step of a
+small model is a few hundred tiny kernels whose launches cost more than their work (the quickstart
+model: about 1.5 ms of launches per 4-chain step on an H200; BENCHMARKS.md). The graphed loop
+records one whole step (minibatch gather by a step counter on the device, loss and gradient, the
+update, the step's records) once as a CUDA graph and replays it; the chains' noise is still drawn
+eagerly from their own generators before each replay, so every chain sees exactly the noise and
+minibatches of the eager loop. Where capture fails, the eager loop runs instead, with a warning.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -28,6 +38,9 @@ from devinterp.llc.chain_threads import chain_slices, map_on_workers, worker_cou
 from devinterp.llc.data import SGLDData
 
 NONFINITE_CHECK_EVERY = 25  # steps between checks that stop early once every chain is NaN/inf
+GRAPH_WARMUP_STEPS = 3  # eager steps on a side stream before capture (autograd and cuBLAS set-up; PyTorch docs)
+
+log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
@@ -64,6 +77,7 @@ class ChainRun:
     drift_norm: Tensor  # Float[steps, chains]: |drift step|
     noise_norm: float  # expected |noise step| = sqrt(eps) * sigma * sqrt(sampled coordinates)
     steps_run: int  # < steps when every chain went non-finite and the loop stopped early
+    graphed: bool = False  # True when the steps ran as replays of a CUDA graph
 
 
 def chain_generators(seed: int, chains: int, device: torch.device, offsets: list[int] | None = None
@@ -76,7 +90,8 @@ def chain_generators(seed: int, chains: int, device: torch.device, offsets: list
 def run_chains(
     chain_loss: ChainLoss, w0: Tensor, data: SGLDData, *, epsilon: float, nbeta: float, gamma: float,
     noise_level: float, chains: int, steps: int, batch_size: int, seed: int, mask: Tensor | None = None,
-    seed_offsets: list[int] | None = None, workers: int | None = None,
+    seed_offsets: list[int] | None = None, workers: int | None = None, cuda_graph: bool = False,
+    capture: Callable[[Callable[[], None]], Callable[[], None]] | None = None,
 ) -> ChainRun:
     """Run ``chains`` SGLD chains from ``w0: Float[d]`` for ``steps`` steps; record every step's loss.
 
@@ -85,7 +100,11 @@ def run_chains(
     can share their noise streams. ``workers``: how many slices of chains run at once on CPU
     threads (:mod:`devinterp.llc.chain_threads`); default: ``min(chains, torch threads)`` on a CPU
     when the backend is thread-safe, else 1. Chains are independent given the shared minibatch
-    schedule, so the split does not change what any chain computes.
+    schedule, so the split does not change what any chain computes. ``cuda_graph``: run the steps
+    as replays of one captured CUDA graph (module docstring) where the device is CUDA, the data
+    pooled and ``steps`` at least ``GRAPH_WARMUP_STEPS``; same chains, same numbers.
+    ``capture``: how a step is recorded (``body -> replay``; default: warm-up and
+    ``torch.cuda.graph`` capture); tests pass ``lambda body: body`` to run the graphed loop on a CPU.
     """
     offsets = list(range(chains)) if seed_offsets is None else list(seed_offsets)
     if len(offsets) != chains:
@@ -93,7 +112,26 @@ def run_chains(
     if workers is None:
         workers = worker_count(chains, w0.device) if chain_loss.thread_safe else 1
     schedule = data.schedule(steps, batch_size, seed)
+    if schedule is not None and data.raw_batches is None:
+        # once, not a host-to-device copy (and stall) per step
+        schedule = schedule.to(w0.device)
     per_chain_mask = mask is not None and mask.dim() == 2
+    d_eff = float(mask.sum(dim=-1).float().mean()) if mask is not None else w0.shape[0]
+    noise_norm = math.sqrt(epsilon) * noise_level * math.sqrt(d_eff)
+
+    graphable = data.raw_batches is None and steps >= GRAPH_WARMUP_STEPS
+    if cuda_graph and graphable and (capture is not None or w0.device.type == "cuda"):
+        try:
+            losses, drift_norm, steps_run = _advance_graphed(
+                chain_loss, w0, data, schedule, epsilon=epsilon, nbeta=nbeta, gamma=gamma, noise_level=noise_level,
+                steps=steps, seed=seed, mask=mask, offsets=offsets, capture=capture or _cuda_capture)
+            return ChainRun(losses.cpu(), drift_norm.cpu(), noise_norm, steps_run, graphed=True)
+        except RuntimeError as err:  # capture is not possible for every model and backend
+            log.warning("CUDA graph capture failed (%s: %s); running the eager loop", type(err).__name__,
+                        str(err).splitlines()[0][:300] if str(err) else "")
+    elif cuda_graph:
+        log.info("cuda_graph: not used (%s)", "raw batches are not pooled" if data.raw_batches is not None else
+                 f"only {steps} steps" if steps < GRAPH_WARMUP_STEPS else f"device {w0.device.type}")
 
     stop = threading.Event()
 
@@ -106,8 +144,7 @@ def run_chains(
     losses = torch.cat([p[0] for p in parts], dim=1)
     drift_norm = torch.cat([p[1] for p in parts], dim=1)
     steps_run = max(p[2] for p in parts)
-    d_eff = float(mask.sum(dim=-1).float().mean()) if mask is not None else w0.shape[0]
-    return ChainRun(losses.cpu(), drift_norm.cpu(), math.sqrt(epsilon) * noise_level * math.sqrt(d_eff), steps_run)
+    return ChainRun(losses.cpu(), drift_norm.cpu(), noise_norm, steps_run)
 
 
 def _advance(chain_loss: ChainLoss, w0: Tensor, data: SGLDData, schedule: Tensor | None, *, epsilon: float,
@@ -135,4 +172,61 @@ def _advance(chain_loss: ChainLoss, w0: Tensor, data: SGLDData, schedule: Tensor
         drift_norm[t] = drift.norm(dim=1)
         if (t + 1) % NONFINITE_CHECK_EVERY == 0 and not bool(torch.isfinite(losses[t]).any()):
             return losses, drift_norm, t + 1
+    return losses, drift_norm, steps
+
+
+def _cuda_capture(body: Callable[[], None]) -> Callable[[], None]:
+    """Record ``body`` as a CUDA graph after ``GRAPH_WARMUP_STEPS`` eager calls on a side stream
+    (the caller resets what they changed); return the graph's replay."""
+    import torch.cuda
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(GRAPH_WARMUP_STEPS):
+            body()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        body()
+    return graph.replay
+
+
+def _advance_graphed(chain_loss: ChainLoss, w0: Tensor, data: SGLDData, schedule: Tensor | None, *,
+                     epsilon: float, nbeta: float, gamma: float, noise_level: float, steps: int, seed: int,
+                     mask: Tensor | None, offsets: list[int],
+                     capture: Callable[[Callable[[], None]], Callable[[], None]]) -> tuple[Tensor, Tensor, int]:
+    """:func:`_advance` with each step replayed from one recorded ``body``: every tensor the step
+    reads or writes is allocated once (weights, noise, records, the step counter ``t``), the
+    minibatch is gathered by ``t`` on the device and the step's loss and drift norm are written at
+    row ``t``. Only the noise is drawn outside, eagerly, from each chain's generator."""
+    device = w0.device
+    W = w0.unsqueeze(0).repeat(len(offsets), 1)
+    gens = chain_generators(seed, len(offsets), device, offsets)
+    noise = torch.zeros_like(W)
+    losses = torch.full((steps, len(offsets)), float("nan"), dtype=W.dtype, device=device)
+    drift_norm = torch.full_like(losses, float("nan"))
+    t = torch.zeros(1, dtype=torch.long, device=device)
+
+    def body() -> None:
+        batch = data.batch(None if schedule is None else schedule.index_select(0, t).view(-1))
+        loss, grad = chain_loss.loss_and_grad(W, batch)
+        drift = sgld_step(W, grad, w0, noise, epsilon=epsilon, nbeta=nbeta, gamma=gamma,
+                          noise_level=noise_level, mask=mask)
+        losses.index_copy_(0, t, loss.view(1, -1).to(losses.dtype))
+        drift_norm.index_copy_(0, t, drift.norm(dim=1).view(1, -1))
+        t.add_(1)
+
+    replay = capture(body)
+    W.copy_(w0.expand_as(W))  # undo the warm-up steps
+    t.zero_()
+    losses.fill_(float("nan"))
+    drift_norm.fill_(float("nan"))
+    for step in range(steps):
+        if noise_level:
+            for c, g in enumerate(gens):
+                torch.randn(W.shape[1], generator=g, out=noise[c])
+        replay()
+        if (step + 1) % NONFINITE_CHECK_EVERY == 0 and not bool(torch.isfinite(losses[step]).any()):
+            return losses, drift_norm, step + 1
     return losses, drift_norm, steps

@@ -16,7 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 from devinterp import _io
-from devinterp.config import LLCSettings, RunConfig
+from devinterp.config import LLC_EXECUTION_FIELDS, LLCSettings, RunConfig
 
 log = logging.getLogger("devinterp.sweep")
 
@@ -51,7 +51,9 @@ def frozen_llc_settings(source, config: RunConfig, run_dir: str | Path) -> LLCSe
     if path.is_file():
         saved = json.loads(path.read_text())
         if saved.get("settings"):
-            return LLCSettings.model_validate(saved["settings"])
+            # how the chains run (not what they compute) follows the current config
+            now = {f: getattr(config.sweep.llc, f) for f in LLC_EXECUTION_FIELDS}
+            return LLCSettings.model_validate({**saved["settings"], **now})
     if config.sweep.calibrate == "off":
         _io.write_json(path, {"settings": config.sweep.llc.model_dump(), "calibration": None,
                               "choice": "as configured (sweep.llc); calibrate: off"})

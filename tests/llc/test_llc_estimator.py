@@ -323,3 +323,60 @@ def test_a_failing_chain_slice_stops_the_others():
                    chains=3, steps=2000, batch_size=8, seed=0, workers=2)
     time.sleep(0.2)
     assert calls["slow"] < 100  # stopped long before its 2000 steps
+
+
+def test_graphed_loop_computes_what_the_eager_loop_computes():
+    # the CUDA-graph loop's bookkeeping (static buffers, the minibatch gathered by a step counter on
+    # the device, rows written at the counter, the warm-up undone) run on a CPU: a "capture" that
+    # records the step body and replays it by calling it. Every chain must be the eager loop's.
+    from devinterp.llc.fused_attn_only import fused_for
+    from devinterp.llc.sgld import run_chains
+
+    model, batches = _tiny_transformer()
+    flat = FlatParams.of(model)
+    w0 = flat.flatten(model)
+    data = SGLDData.from_data(batches)
+    masks = torch.stack([flat.mask(head_mask(model, 0, 1)), torch.ones_like(w0)])  # a restricted and a full group
+    kw = dict(epsilon=1e-3, nbeta=10.0, gamma=10.0, noise_level=1.0, chains=2, steps=30, batch_size=8, seed=3,
+              mask=masks, workers=1)
+    for backend in (fused_for(model, next_token_loss, flat, torch.device("cpu"), "float32"),
+                    VmapLoss(model, next_token_loss, flat, torch.device("cpu"), "float32")):
+        recorded = []
+
+        def capture(body):
+            recorded.append(body)
+            for _ in range(3):  # a warm-up that moves the weights and the counter, as on a GPU
+                body()
+            return body
+
+        eager = run_chains(backend, w0, data, **kw)
+        graphed = run_chains(backend, w0, data, cuda_graph=True, capture=capture, **kw)
+        assert graphed.graphed and not eager.graphed and len(recorded) == 1
+        assert graphed.steps_run == eager.steps_run == 30
+        torch.testing.assert_close(graphed.losses, eager.losses, rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(graphed.drift_norm, eager.drift_norm, rtol=1e-6, atol=1e-8)
+        assert len(set(graphed.losses[-1].tolist())) == 2
+
+
+def test_graph_capture_failure_falls_back_to_the_eager_loop(caplog):
+    from devinterp.llc.sgld import run_chains
+
+    model, batches = _tiny_transformer()
+    flat = FlatParams.of(model)
+    w0 = flat.flatten(model)
+    data = SGLDData.from_data(batches)
+    backend = VmapLoss(model, next_token_loss, flat, torch.device("cpu"), "float32")
+    kw = dict(epsilon=1e-3, nbeta=10.0, gamma=10.0, noise_level=1.0, chains=2, steps=10, batch_size=8, seed=3)
+
+    def capture(body):
+        body()  # half a warm-up, then capture fails
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    eager = run_chains(backend, w0, data, **kw)
+    with caplog.at_level("WARNING", logger="devinterp.llc.sgld"):
+        fallback = run_chains(backend, w0, data, cuda_graph=True, capture=capture, **kw)
+    assert not fallback.graphed and "CUDA graph capture failed" in caplog.text
+    torch.testing.assert_close(fallback.losses, eager.losses)
+    # on a CPU without a capture the setting does nothing, and the result says which loop ran
+    r = estimate_llc(model, batches, next_token_loss, chains=2, draws=5, burnin=0, cuda_graph=True)
+    assert "cuda_graph" not in r.backend

@@ -63,6 +63,24 @@ def test_other_settings_in_same_folder_are_refused(tiny_run, cheap, tmp_path):
     assert prepare_run_dir(changed, tmp_path, force_new=True).name == "tiny-2"
 
 
+def test_how_the_chains_run_is_not_a_measurement_setting(tiny_run, cheap, tmp_path):
+    # sweep.llc.cuda_graph changes how the steps are launched, not the chains (same noise and batches):
+    # the run folder takes it, and settings frozen by an earlier sweep follow the config for it
+    from devinterp.api import measurement_hash, prepare_run_dir
+    from devinterp.sweep.calibration import frozen_llc_settings
+
+    graphed = cheap.model_copy(update={"sweep": cheap.sweep.model_copy(
+        update={"llc": cheap.sweep.llc.model_copy(update={"cuda_graph": True})})})
+    assert measurement_hash(graphed) == measurement_hash(cheap)
+    other = cheap.model_copy(update={"sweep": cheap.sweep.model_copy(
+        update={"llc": cheap.sweep.llc.model_copy(update={"epsilon": cheap.sweep.llc.epsilon / 2})})})
+    assert measurement_hash(other) != measurement_hash(cheap)
+    run_dir = prepare_run_dir(cheap, tmp_path)
+    assert prepare_run_dir(graphed, tmp_path) == run_dir
+    assert not frozen_llc_settings(None, cheap, run_dir).cuda_graph  # writes llc_settings.json (calibrate: off)
+    assert frozen_llc_settings(None, graphed, run_dir).cuda_graph
+
+
 # ---------------------------------------------------------------------------------------------
 # Failure isolation: every kind of bad checkpoint, strict mode, malicious pickles
 # ---------------------------------------------------------------------------------------------
