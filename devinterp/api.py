@@ -207,7 +207,8 @@ def detect(run_dir: str | Path, config: RunConfig | None = None, **overrides) ->
         raise FileNotFoundError(f"{run_dir}/metrics: no metrics yet; run `devinterp sweep` first")
     from devinterp.refine import frozen_smoother
 
-    stages = detect_stages(results.metrics, smoother=frozen_smoother(read_manifest(run_dir), settings), **settings)
+    smoother = frozen_smoother(read_manifest(run_dir), settings, results.metrics["step"])
+    stages = detect_stages(results.metrics, smoother=smoother, **settings)
     _io.write_csv(run_dir / "stages.csv", stages)
     update_manifest(run_dir, detect=settings)
     return stages

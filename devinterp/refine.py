@@ -11,7 +11,8 @@ sweep's common random numbers) and detects stages again.
 The detection smoother is frozen too: before the first refinement its hyperparameters (axis,
 kernel, length scale, amplitude, noise) are fitted on the run's own grid and stored in
 ``manifest.json["smoother"]``; every later detection of the run (refine's, ``devinterp detect``'s
-with the same axis and kernel settings) rebuilds that smoother on all checkpoints. Why: one
+with the same axis and kernel settings, while no checkpoint lies beyond the steps it was fitted
+on) rebuilds that smoother on all checkpoints. Why: one
 stationary length scale fitted to a grid dense in one window and sparse elsewhere follows the
 dense window, which changes the curve's model everywhere. Measured on the quickstart, refined
 around its induction boundary: refitting turned the boundaries 1,075 / 1,600 into 147 / 975 (the
@@ -104,7 +105,8 @@ def outside_windows(intervals: list[dict] | None, windows: list[list[int]] | lis
 def base_smoother(run_dir: str | Path, config) -> dict:
     """The detection smoother of the run's metrics as they are now, for ``manifest.json["smoother"]``:
     {runs: {run: hyperparameters} (``detect_stages(...).attrs["smoother"]``), settings: the axis and
-    kernel settings it was fitted with, checkpoints: how many it was fitted on}."""
+    kernel settings it was fitted with, checkpoints: how many it was fitted on, span: [first, last]
+    step it was fitted on}."""
     from devinterp.results import load_results
     from devinterp.transitions import detect_stages
 
@@ -114,13 +116,17 @@ def base_smoother(run_dir: str | Path, config) -> dict:
         warnings.simplefilter("ignore")
         stages = detect_stages(metrics, **settings)
     return {"runs": stages.attrs.get("smoother", {}), "settings": {k: settings[k] for k in ("axis", "kernel")},
-            "checkpoints": int(metrics["step"].nunique())}
+            "checkpoints": int(metrics["step"].nunique()),
+            "span": [int(metrics["step"].min()), int(metrics["step"].max())]}
 
 
-def frozen_smoother(manifest: dict, settings: dict) -> dict | None:
+def frozen_smoother(manifest: dict, settings: dict, steps=None) -> dict | None:
     """The smoother refine froze (``manifest["smoother"]["runs"]``, for ``detect_stages(smoother=...)``)
-    when the detection ``settings`` have the axis and kernel it was fitted with; None when the run
-    has none or the settings differ (then the smoother is fitted anew)."""
+    when the detection ``settings`` have the axis and kernel it was fitted with and every one of
+    ``steps`` (the metrics' steps; None = not checked) lies within the steps it was fitted on; None
+    otherwise (the smoother is then fitted anew): refine only adds checkpoints inside that span, so
+    a step outside it means the run was extended by other means (a resumed training or monitor),
+    and a model of the old curve says nothing there."""
     frozen = manifest.get("smoother") if isinstance(manifest, dict) else None
     if not isinstance(frozen, dict) or not frozen.get("runs"):
         return None
@@ -128,6 +134,13 @@ def frozen_smoother(manifest: dict, settings: dict) -> dict | None:
     if frozen.get("settings") != wanted:
         log.info("the smoother frozen by refine was fitted with %s; fitting anew for %s", frozen.get("settings"), wanted)
         return None
+    span = frozen.get("span")
+    if span is not None and steps is not None and len(steps):
+        lo, hi = int(min(steps)), int(max(steps))
+        if lo < span[0] or hi > span[1]:
+            log.warning("the run now reaches steps %d-%d, beyond the steps %d-%d its smoother was frozen on (by "
+                        "refine); fitting the smoother anew", lo, hi, span[0], span[1])
+            return None
     return frozen["runs"]
 
 

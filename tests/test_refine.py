@@ -47,6 +47,22 @@ def test_outside_windows_lists_the_boundaries_no_window_holds():
     assert outside_windows(None, [[0, 1]]) == []
 
 
+def test_a_frozen_smoother_serves_only_steps_inside_the_span_it_was_fitted_on(caplog):
+    from devinterp.refine import frozen_smoother
+
+    runs = {"tiny": {"axis": "log_step", "kernel": "matern52", "length": 1.0}}
+    manifest = {"smoother": {"runs": runs, "settings": {"axis": "auto", "kernel": "matern52"}, "span": [0, 3000]}}
+    settings = {"axis": "auto", "kernel": "matern52"}
+    assert frozen_smoother(manifest, settings, [0, 950, 1100, 3000]) == runs  # refine's steps lie inside
+    assert frozen_smoother(manifest, settings) == runs  # steps not given: not checked
+    with caplog.at_level(logging.WARNING, logger="devinterp.refine"):
+        assert frozen_smoother(manifest, settings, [0, 3000, 4000]) is None  # the run went on past 3,000
+    assert "beyond the steps 0-3000" in caplog.text
+    assert frozen_smoother(manifest, {**settings, "kernel": "rbf"}, [0, 3000]) is None
+    old = {"smoother": {k: v for k, v in manifest["smoother"].items() if k != "span"}}  # frozen before spans
+    assert frozen_smoother(old, settings, [0, 4000]) == runs
+
+
 def test_resume_reproduces_the_original_run_bitwise(tiny_run, tmp_path):
     """Resuming from a saved checkpoint (weights, AdamW state, data stream) must give the very
     checkpoint the uninterrupted run saved later."""
@@ -158,6 +174,7 @@ def test_refine_end_to_end_on_a_tiny_run(tiny_run, tmp_path, caplog):
     # the detection smoother was frozen on the 7 checkpoints before refining and rebuilt after it
     frozen = read_manifest(run_dir)["smoother"]
     assert frozen["checkpoints"] == len(steps) and frozen["settings"] == {"axis": "auto", "kernel": "matern52"}
+    assert frozen["span"] == [min(steps), max(steps)]
     assert refined.attrs["smoother"] == frozen["runs"] and frozen["runs"]
     assert devinterp.api.detect(run_dir).attrs["smoother"] == frozen["runs"]  # `devinterp detect` too
     assert devinterp.api.detect(run_dir, kernel="rbf").attrs["smoother"]["tiny"]["kernel"] == "rbf"  # refitted

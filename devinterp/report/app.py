@@ -103,7 +103,8 @@ def stages_for(results: Results, source: str = SAVED, *, method: str = "critical
     from devinterp.refine import frozen_smoother
 
     settings = {"method": method, "penalty": penalty, "bootstrap": int(bootstrap)}
-    smoother = frozen_smoother(results.manifest, {**DetectConfig().model_dump(), **settings})  # a refined run's
+    smoother = frozen_smoother(results.manifest, {**DetectConfig().model_dump(), **settings},  # a refined run's
+                               results.metrics["step"])
     try:
         stages = detect_stages(results.metrics, smoother=smoother, **settings)
     except Exception as err:  # noqa: BLE001 - any detector error is shown to the user, not raised in the server
