@@ -11,6 +11,12 @@ Rule (REFERENCE.md §1.5):
    default grid goes on with ``fallback_deltas`` (1, 3, 10, 30, 100): the values are then biased
    low in absolute terms and the choice says so, but they stay comparable across the checkpoints
    of a sweep, which share the frozen settings.
+   2b. The fallback grid is searched by bisection (middle delta first; a failure moves up, a pass
+   down), since a gamma that fails implies every smaller gamma fails: the equilibrium posterior
+   only widens as gamma falls (the locality check), and the shortest relaxation time a stable,
+   low-drift step size allows, 2/(eps*gamma) with eps ~ 1/(nbeta*curvature + gamma), only grows
+   (the mixing checks). On the quickstart and the ICL run (delta 30 chosen) this tries 10 and 30
+   instead of 1, 3, 10 and 30.
 3. For each gamma, epsilon is scanned from large to small over ``epsilons``; the first (= largest)
    epsilon whose chains pass the sampler checks at **every** probed model is chosen. Sampler checks =
    every diagnostic except ``negative``: a negative LLC says w* is not a minimum (an early
@@ -276,6 +282,41 @@ def _lengths_text(lengths: dict, settings: LLCSettings, burnin_taus: float, draw
     return text + ")"
 
 
+def _bisect_fallback(gammas: list[float], try_gamma: Callable[[int, float], "CalibratedSettings | None"],
+                     nbeta: float, table: list[dict], log: Callable[[str], None] | None) -> "CalibratedSettings | None":
+    """The smallest of the ascending fallback ``gammas`` that passes, found by bisection: a gamma
+    that fails implies every smaller one fails (rule 2b), so a failure moves the search up and a
+    pass moves it down. Returns the passing settings (their choice says which deltas were tried)
+    or None; one table row names the fallback deltas never tried."""
+    lo, hi, best, tried = -1, len(gammas), None, []
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        tried.append(mid)
+        out = try_gamma(mid, gammas[mid])
+        if out is not None:
+            best, hi = out, mid
+        else:
+            lo = mid
+    delta = [g / math.sqrt(nbeta) for g in gammas]
+    skipped = (
+        ([i for i in range(lo) if i not in tried], f"a weaker localization cannot pass where delta "
+                                                    f"{delta[lo]:.3g} failed" if lo >= 0 else ""),
+        ([i for i in range(hi + 1, len(gammas)) if i not in tried], f"delta {delta[hi]:.3g} passed and the "
+                                                                      "smallest passing is taken" if best else ""),
+    )
+    for indices, why in skipped:
+        if indices:
+            table.append({"gamma": None, "delta": None, "epsilon": None, "model": None, "healthy": False,
+                          "passed": False, "reasons": f"skipped: delta {', '.join(f'{delta[i]:.3g}' for i in indices)}"
+                                                      f" of the fallback grid (bisection: {why})"})
+            if log is not None:
+                log(table[-1]["reasons"])
+    if best is not None:
+        best._choice += ("; fallback deltas tried by bisection: "
+                         + ", ".join(f"{gammas[i] / math.sqrt(nbeta):.3g}" for i in tried))
+    return best
+
+
 def calibrate_llc(
     models: nn.Module | Sequence[nn.Module],
     data: Iterable[Any],
@@ -363,14 +404,18 @@ def calibrate_llc(
             "capped": lengths["capped"], **fields,
         }
 
-    screen_ceiling: float | None = None  # largest epsilon that passed the screen at a smaller gamma
+    screen_passes: dict[float, float] = {}  # gamma tried -> the largest epsilon that passed its screen
     runs_at = [0] * len(models)  # finite full-length runs per probed model so far
     off_minimum_at = [0] * len(models)  # ... of which found it not at a minimum
 
-    for g_index, gamma in enumerate(gamma_grid):
+    def try_gamma(g_index: int, gamma: float) -> CalibratedSettings | None:
+        """Scan epsilon at ``gamma`` (rule 3); the chosen settings, or None when nothing passes."""
         diverged: list[float] = []  # epsilons at this gamma whose full-length chains went non-finite
         ratios: list[tuple[float, float]] = []  # (epsilon, drift/noise ratio) of full-length runs at this gamma
         first_screen_pass: float | None = None
+        # the tightest ceiling: the screen of the largest gamma tried so far below this one
+        below = [g for g in screen_passes if g < gamma]
+        screen_ceiling = screen_passes[max(below)] if below else None
         above = [e for e in eps_grid if screen_ceiling is not None and e > screen_ceiling * (1 + 1e-9)]
         if above:
             table.append({
@@ -528,7 +573,17 @@ def calibrate_llc(
                     log(f"gamma={gamma:.4g}: {table[-1]['reasons']}")
                 break
         if first_screen_pass is not None:
-            screen_ceiling = first_screen_pass
+            screen_passes[gamma] = first_screen_pass
+        return None
+
+    for g_index, gamma in enumerate(gamma_grid[:strict_gammas]):
+        chosen = try_gamma(g_index, gamma)
+        if chosen is not None:
+            return chosen
+    chosen = _bisect_fallback(gamma_grid[strict_gammas:], lambda i, g: try_gamma(strict_gammas + i, g), nbeta,
+                              table, log)
+    if chosen is not None:
+        return chosen
     raise CalibrationError(
         f"no (epsilon, gamma) on the grid passed the sampler checks at all {len(models)} models "
         "and the locality check across them "

@@ -100,17 +100,21 @@ def calibration_summary(saved: dict) -> list[str]:
     """One line per localization tried, from the content of ``llc_settings.json`` (``calibration``:
     the table of :func:`devinterp.llc.calibrate_llc`; ``settings``: the frozen ones), in the order
     tried: delta = gamma/sqrt(nbeta), gamma, how many screening and full-length runs, and the
-    outcome (chosen, rejected on locality with its slope, or the commonest reason nothing passed).
+    outcome (chosen, rejected on locality with its slope, or the commonest reason nothing passed);
+    the search's notes (fallback deltas the bisection skipped) as they are.
     Empty when the settings were not calibrated."""
     from devinterp.llc.calibrate import SAMPLER_CHECKS
 
     checks = (*SAMPLER_CHECKS, "drift_ratio")
     table, settings = saved.get("calibration") or [], saved.get("settings") or {}
-    groups: dict[float, list[dict]] = {}
-    for row in table:
-        groups.setdefault(row["gamma"], []).append(row)
+    groups: dict[object, list[dict]] = {}
+    for i, row in enumerate(table):  # a row without a gamma is a note of the search (deltas it skipped)
+        groups.setdefault(row["gamma"] if row.get("gamma") is not None else ("note", i), []).append(row)
     lines = []
     for gamma, rows in groups.items():
+        if isinstance(gamma, tuple):
+            lines.append(str(rows[0].get("reasons") or ""))
+            continue
         reasons = [str(r.get("reasons") or "") for r in rows]
         screened = sum(r.startswith("screened") for r in reasons)
         full = [r for r, why in zip(rows, reasons) if r.get("model") is not None and not why.startswith("screened")]

@@ -159,6 +159,42 @@ def test_calibration_search_shortcuts_change_nothing_they_skip():
     assert chosen.gamma / math.sqrt(1000 / math.log(1000)) == pytest.approx(10)  # as without the hill (test above)
 
 
+def test_bisection_over_the_fallback_grid_chooses_what_the_linear_scan_chooses():
+    """Wells in 400 dimensions: the basins hold the chains only from delta ~ 27 (E|w|^2 = d / (nbeta *
+    depth + gamma) < 1 for the deeper one), and at delta 30 the chains, capped at 4x the configured
+    length, still mix too slowly; the linear scan over every delta (given as ``gammas``) tries all
+    of them up to 100. The bisection of the fallback grid (the default) tries 10, 30, 100 and must
+    choose the same (gamma, epsilon) with fewer full-length runs, and say which deltas it skipped."""
+    import math
+
+    from devinterp.llc import calibrate_llc
+    from devinterp.sweep.calibration import calibration_summary
+    from llc_analytic_models import GaussianWell, gaussian_well_loss
+
+    d, nbeta = 400, 1000 / math.log(1000)
+    models = [GaussianWell(d, 0.3), GaussianWell(d, 0.5)]
+    kw = dict(n=1000, chains=4, burnin=100, draws=200, batch_size=1, init_loss_batches=1,
+              epsilons=[1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5])
+    deltas = (0.03, 0.1, 0.25, 1, 3, 10, 30, 100)
+    linear = calibrate_llc(models, [None], gaussian_well_loss, gammas=[x * math.sqrt(nbeta) for x in deltas],
+                           max_delta=100, **kw)
+    bisected = calibrate_llc(models, [None], gaussian_well_loss, **kw)
+    assert (bisected.gamma, bisected.epsilon) == pytest.approx((linear.gamma, linear.epsilon))
+    assert bisected.gamma / math.sqrt(nbeta) == pytest.approx(100)
+
+    def full_runs(table):
+        return sum(r["model"] is not None and not str(r["reasons"]).startswith("screened") for r in table)
+
+    def tried(table):
+        return sorted({round(r["delta"], 6) for r in table if r["delta"] is not None and r["model"] is not None})
+
+    assert tried(bisected.table) == [0.03, 0.1, 0.25, 10, 30, 100] and tried(linear.table) == list(deltas)
+    assert full_runs(bisected.table) < full_runs(linear.table)
+    assert "fallback deltas tried by bisection: 10, 30, 100" in bisected.choice
+    lines = calibration_summary({"calibration": bisected.table, "settings": bisected.model_dump()})
+    assert "skipped: delta 1, 3 of the fallback grid (bisection: a weaker localization cannot pass where delta 30 failed)" in lines
+
+
 def test_calibration_leaves_out_models_that_are_not_at_a_minimum():
     """A probed model off its minimum (like step 0 of a run) descends under SGLD at every step size:
     it is recorded as 'not at a minimum' and left out of the choice; alone it cannot calibrate."""
