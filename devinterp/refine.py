@@ -106,7 +106,7 @@ def base_smoother(run_dir: str | Path, config) -> dict:
     """The detection smoother of the run's metrics as they are now, for ``manifest.json["smoother"]``:
     {runs: {run: hyperparameters} (``detect_stages(...).attrs["smoother"]``), settings: the axis and
     kernel settings it was fitted with, checkpoints: how many it was fitted on, span: [first, last]
-    step it was fitted on}."""
+    step it was fitted on, None without metrics}."""
     from devinterp.results import load_results
     from devinterp.transitions import detect_stages
 
@@ -117,7 +117,7 @@ def base_smoother(run_dir: str | Path, config) -> dict:
         stages = detect_stages(metrics, **settings)
     return {"runs": stages.attrs.get("smoother", {}), "settings": {k: settings[k] for k in ("axis", "kernel")},
             "checkpoints": int(metrics["step"].nunique()),
-            "span": [int(metrics["step"].min()), int(metrics["step"].max())]}
+            "span": [int(metrics["step"].min()), int(metrics["step"].max())] if len(metrics) else None}
 
 
 def frozen_smoother(manifest: dict, settings: dict, steps=None) -> dict | None:
