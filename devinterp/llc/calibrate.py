@@ -287,7 +287,7 @@ def _bisect_fallback(gammas: list[float], try_gamma: Callable[[int, float], "Cal
     """The smallest of the ascending fallback ``gammas`` that passes, found by bisection: a gamma
     that fails implies every smaller one fails (rule 2b), so a failure moves the search up and a
     pass moves it down. Returns the passing settings (their choice says which deltas were tried)
-    or None; one table row names the fallback deltas never tried."""
+    or None. Table rows (no gamma) name the fallback deltas never tried, and why."""
     lo, hi, best, tried = -1, len(gammas), None, []
     while hi - lo > 1:
         mid = (lo + hi) // 2
@@ -350,8 +350,8 @@ def calibrate_llc(
     epsilons:  candidate step sizes (scanned largest first); default 1e-1 ... 1e-7, factor 10**0.25.
     gammas:    candidate localizations (tried smallest first); default delta*sqrt(nbeta), delta in
                (0.03, 0.1, 0.25). Candidates with gamma/sqrt(nbeta) > max_delta are dropped.
-    fallback_deltas: with the default gammas only, the deltas tried (smallest first) when nothing on
-               the first grid passes (see rule 2); None or () = none.
+    fallback_deltas: with the default gammas only, the deltas searched (by bisection, rule 2b) when
+               nothing on the first grid passes (see rule 2); None or () = none.
     max_drift_ratio: largest allowed mean drift/noise step ratio (see rule 3).
     safety:    divide the chosen epsilon by this (>= 1).
     screen_steps: length of the cheap screening run (0 = no screening).
