@@ -136,7 +136,7 @@ def frozen_smoother(manifest: dict, settings: dict, steps=None) -> dict | None:
         return None
     span = frozen.get("span")
     if span is not None and steps is not None and len(steps):
-        lo, hi = int(min(steps)), int(max(steps))
+        lo, hi = int(np.min(steps)), int(np.max(steps))
         if lo < span[0] or hi > span[1]:
             log.warning("the run now reaches steps %d-%d, beyond the steps %d-%d its smoother was frozen on (by "
                         "refine); fitting the smoother anew", lo, hi, span[0], span[1])
