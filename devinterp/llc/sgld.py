@@ -147,17 +147,22 @@ def run_chains(
     return ChainRun(losses.cpu(), drift_norm.cpu(), noise_norm, steps_run)
 
 
+def _chain_state(w0: Tensor, seed: int, offsets: list[int], steps: int):
+    """What a loop over ``len(offsets)`` chains starts from: the weights W: Float[c, d] (every row w0),
+    each chain's noise generator, a noise buffer like W (zeros), and the loss and drift-norm records
+    Float[steps, c] (NaN until written)."""
+    W = w0.unsqueeze(0).repeat(len(offsets), 1)
+    gens = chain_generators(seed, len(offsets), w0.device, offsets)
+    losses = torch.full((steps, len(offsets)), float("nan"), dtype=W.dtype, device=w0.device)
+    return W, gens, torch.zeros_like(W), losses, torch.full_like(losses, float("nan"))
+
+
 def _advance(chain_loss: ChainLoss, w0: Tensor, data: SGLDData, schedule: Tensor | None, *, epsilon: float,
              nbeta: float, gamma: float, noise_level: float, steps: int, seed: int, mask: Tensor | None,
              offsets: list[int], stop: threading.Event | None = None) -> tuple[Tensor, Tensor, int]:
     """Advance ``len(offsets)`` chains; return (losses Float[steps, c], drift norms Float[steps, c], steps run).
     Returns early (with what it has) once ``stop`` is set: the caller is abandoning the run."""
-    device = w0.device
-    W = w0.unsqueeze(0).repeat(len(offsets), 1)
-    gens = chain_generators(seed, len(offsets), device, offsets)
-    noise = torch.empty_like(W)
-    losses = torch.full((steps, len(offsets)), float("nan"), dtype=W.dtype, device=device)
-    drift_norm = torch.full((steps, len(offsets)), float("nan"), dtype=W.dtype, device=device)
+    W, gens, noise, losses, drift_norm = _chain_state(w0, seed, offsets, steps)
     for t in range(steps):
         if stop is not None and stop.is_set():
             return losses, drift_norm, t
@@ -201,11 +206,7 @@ def _advance_graphed(chain_loss: ChainLoss, w0: Tensor, data: SGLDData, schedule
     minibatch is gathered by ``t`` on the device and the step's loss and drift norm are written at
     row ``t``. Only the noise is drawn outside, eagerly, from each chain's generator."""
     device = w0.device
-    W = w0.unsqueeze(0).repeat(len(offsets), 1)
-    gens = chain_generators(seed, len(offsets), device, offsets)
-    noise = torch.zeros_like(W)
-    losses = torch.full((steps, len(offsets)), float("nan"), dtype=W.dtype, device=device)
-    drift_norm = torch.full_like(losses, float("nan"))
+    W, gens, noise, losses, drift_norm = _chain_state(w0, seed, offsets, steps)
     t = torch.zeros(1, dtype=torch.long, device=device)
 
     def body() -> None:
