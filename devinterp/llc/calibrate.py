@@ -136,6 +136,7 @@ why). Its burnin and draws are the rule's, frozen for the sweep like epsilon and
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
 from pydantic import PrivateAttr
@@ -282,7 +283,7 @@ def _lengths_text(lengths: dict, settings: LLCSettings, burnin_taus: float, draw
     return text + ")"
 
 
-def _bisect_fallback(gammas: list[float], try_gamma: Callable[[int, float], "CalibratedSettings | None"],
+def _bisect_fallback(gammas: list[float], try_gamma: Callable[[float], "CalibratedSettings | None"],
                      nbeta: float, table: list[dict], log: Callable[[str], None] | None) -> "CalibratedSettings | None":
     """The smallest of the ascending fallback ``gammas`` that passes, found by bisection: a gamma
     that fails implies every smaller one fails (rule 2b), so a failure moves the search up and a
@@ -292,7 +293,7 @@ def _bisect_fallback(gammas: list[float], try_gamma: Callable[[int, float], "Cal
     while hi - lo > 1:
         mid = (lo + hi) // 2
         tried.append(mid)
-        out = try_gamma(mid, gammas[mid])
+        out = try_gamma(gammas[mid])
         if out is not None:
             best, hi = out, mid
         else:
@@ -373,29 +374,77 @@ def calibrate_llc(
         raise ValueError(f"divergence_margin must be >= 1, got {divergence_margin}")
     rule = dict(burnin_taus=burnin_taus, draws_taus=draws_taus, max_length_factor=max_length_factor)
     relaxation_lengths(base, 1.0, 1.0, **rule)  # validates the rule's parameters before any run
-    eps_grid = sorted(set(epsilons if epsilons is not None else DEFAULT_EPSILONS), reverse=True)
-    table: list[dict] = []
-
-    # nbeta as the estimator will resolve it, and every probe's L_n(w*) (cheap: one step, one draw):
-    # the full runs go in an order that settles the locality check's extremes early
-    probes = [estimate_llc(m, data, loss_fn, settings=base, n=n, device=device, param_mask=param_mask,
-                           chains=1, draws=1, burnin=0, thin=1) for m in models]
-    nbeta = probes[0].nbeta
-    order = probe_order([p.init_loss for p in probes])
-    # the locality check's threshold, for the pairs every probe's L_n(w*) would give: fixed now, so a
-    # verdict reached before all probes have run stays final
-    local_z = pairs_z(len(judged_pairs([p.init_loss for p in probes])))
+    search = _Search(models, data, loss_fn, base, dict(n=n, device=device, param_mask=param_mask), rule,
+                     eps_grid=sorted(set(epsilons if epsilons is not None else DEFAULT_EPSILONS), reverse=True),
+                     max_drift_ratio=max_drift_ratio, safety=safety, screen_steps=screen_steps,
+                     divergence_margin=divergence_margin, max_delta=max_delta, log=log)
+    nbeta = search.nbeta
     gamma_grid = sorted(gammas) if gammas is not None else [d * math.sqrt(nbeta) for d in DEFAULT_DELTAS]
     gamma_grid = [g for g in gamma_grid if g / math.sqrt(nbeta) <= max_delta + 1e-12]
     if not gamma_grid:
         raise ValueError(f"no gamma with gamma/sqrt(nbeta) <= max_delta={max_delta} (nbeta={nbeta:.4g}); got {gammas}")
-    strict_gammas = len(gamma_grid)
-    if gammas is None and fallback_deltas:
-        gamma_grid += [d * math.sqrt(nbeta) for d in sorted(fallback_deltas) if d > max_delta]
+    fallback = ([d * math.sqrt(nbeta) for d in sorted(fallback_deltas) if d > max_delta]
+                if gammas is None and fallback_deltas else [])
 
-    def row(gamma: float, eps: float, model: int, res, lengths: dict, **fields) -> dict:
+    for gamma in gamma_grid:  # rule 2: smallest gamma first
+        chosen = search.try_gamma(gamma, fallback=False)
+        if chosen is not None:
+            return chosen
+    chosen = _bisect_fallback(fallback, lambda g: search.try_gamma(g, fallback=True), nbeta, search.table, log)
+    if chosen is not None:
+        return chosen
+    raise CalibrationError(
+        f"no (epsilon, gamma) on the grid passed the sampler checks at all {len(models)} models "
+        "and the locality check across them "
+        f"(epsilons {search.eps_grid[0]:.3g}..{search.eps_grid[-1]:.3g}, gammas "
+        f"{[round(g, 4) for g in gamma_grid + fallback]}); "
+        "try more burnin/draws (or a larger max_length_factor), smaller epsilons or larger gammas; "
+        "see .table for the reasons",
+        search.table,
+    )
+
+
+class _Search:
+    """One calibration's state across its candidates (rule 3 and the search shortcuts of the module
+    docstring): the probed models and their L_n(w*) (taken once, up front: one step, one draw), the
+    run order and locality threshold they fix, the table of every run, the largest epsilon that
+    passed the screen at each gamma tried, and how often each probe was found off a minimum."""
+
+    def __init__(self, models: list[nn.Module], data, loss_fn, base: LLCSettings, estimate_kw: dict, rule: dict, *,
+                 eps_grid: list[float], max_drift_ratio: float, safety: float, screen_steps: int,
+                 divergence_margin: float, max_delta: float, log: Callable[[str], None] | None):
+        self.models, self.data, self.loss_fn, self.base = models, data, loss_fn, base
+        self.estimate_kw, self.rule, self.eps_grid, self.log = estimate_kw, rule, eps_grid, log
+        self.max_drift_ratio, self.safety, self.screen_steps = max_drift_ratio, safety, screen_steps
+        self.divergence_margin, self.max_delta = divergence_margin, max_delta
+        self.table: list[dict] = []
+        self.probes = [self.estimate(m, chains=1, draws=1, burnin=0, thin=1) for m in models]
+        self.nbeta = self.probes[0].nbeta  # as the estimator resolves it
+        # the full runs go in an order that settles the locality check's extremes early
+        self.order = probe_order([p.init_loss for p in self.probes])
+        # the locality check's threshold, for the pairs every probe's L_n(w*) would give: fixed now, so
+        # a verdict reached before all probes have run stays final
+        self.local_z = pairs_z(len(judged_pairs([p.init_loss for p in self.probes])))
+        self.screen_passes: dict[float, float] = {}  # gamma tried -> the largest epsilon that passed its screen
+        self.runs_at = [0] * len(models)  # finite full-length runs per probed model so far
+        self.off_minimum_at = [0] * len(models)  # ... of which found it not at a minimum
+
+    def estimate(self, model: nn.Module, **settings):
+        return estimate_llc(model, self.data, self.loss_fn, settings=self.base, **self.estimate_kw, **settings)
+
+    def delta(self, gamma: float) -> float:
+        return gamma / math.sqrt(self.nbeta)
+
+    def record(self, row: dict, where: str) -> None:
+        """Append ``row`` to the table and log its reasons, prefixed by ``where``."""
+        self.table.append(row)
+        if self.log is not None:
+            self.log(f"{where}: {row['reasons']}")
+
+    def run_row(self, gamma: float, eps: float, model: int, res, lengths: dict, **fields) -> dict:
+        """The table row of one run (screen or full length) of ``model``."""
         return {
-            "gamma": gamma, "delta": gamma / math.sqrt(nbeta), "epsilon": eps, "model": model,
+            "gamma": gamma, "delta": self.delta(gamma), "epsilon": eps, "model": model,
             "llc": res.llc, "stderr": res.stderr, "init_loss": res.init_loss,
             "mean_loss": float(res.loss_trace.mean()),
             "drift_noise_ratio": res.diagnostics.get("drift_noise_ratio", float("nan")),
@@ -404,191 +453,217 @@ def calibrate_llc(
             "capped": lengths["capped"], **fields,
         }
 
-    screen_passes: dict[float, float] = {}  # gamma tried -> the largest epsilon that passed its screen
-    runs_at = [0] * len(models)  # finite full-length runs per probed model so far
-    off_minimum_at = [0] * len(models)  # ... of which found it not at a minimum
+    def no_run_row(self, gamma: float, eps: float, reasons: str, lengths: dict | None = None,
+                   healthy: bool = False) -> dict:
+        """The table row of a candidate decided without a run of its own (skipped, rejected)."""
+        row = {"gamma": gamma, "delta": self.delta(gamma), "epsilon": eps, "model": None, "healthy": healthy,
+               "passed": False}
+        if lengths is not None:
+            row.update(burnin=lengths["burnin"], draws=lengths["draws"], tau=lengths["tau"], capped=lengths["capped"])
+        return {**row, "reasons": reasons}
 
-    def try_gamma(g_index: int, gamma: float) -> CalibratedSettings | None:
-        """Scan epsilon at ``gamma`` (rule 3); the chosen settings, or None when nothing passes."""
-        diverged: list[float] = []  # epsilons at this gamma whose full-length chains went non-finite
-        ratios: list[tuple[float, float]] = []  # (epsilon, drift/noise ratio) of full-length runs at this gamma
-        first_screen_pass: float | None = None
-        # the tightest ceiling: the screen of the largest gamma tried so far below this one
-        below = [g for g in screen_passes if g < gamma]
-        screen_ceiling = screen_passes[max(below)] if below else None
-        above = [e for e in eps_grid if screen_ceiling is not None and e > screen_ceiling * (1 + 1e-9)]
-        if above:
-            table.append({
-                "gamma": gamma, "delta": gamma / math.sqrt(nbeta), "epsilon": above[0], "model": None,
-                "healthy": False, "passed": False,
-                "reasons": f"skipped: epsilon {above[0]:.3g} ... {above[-1]:.3g} ({len(above)} values) at this gamma, "
-                           f"above {screen_ceiling:.3g}, the largest that passed the screen at a smaller gamma "
-                           "(a stronger localization only stiffens the posterior: stability limit and drift/noise "
-                           "ratio cannot improve)",
-            })
-            if log is not None:
-                log(f"gamma={gamma:.4g}: {table[-1]['reasons']}")
-        for e_index, eps in enumerate(eps_grid):
+    def try_gamma(self, gamma: float, fallback: bool) -> CalibratedSettings | None:
+        """Scan epsilon at ``gamma``, largest first (rule 3); the chosen settings, or None when nothing
+        passes. ``fallback``: gamma is on the fallback grid (the choice then says the LLC is biased low)."""
+        scan = _GammaScan()
+        above = self._above_screen_ceiling(gamma)
+        for e_index, eps in enumerate(self.eps_grid):
             if eps in above:
                 continue
-            lengths = relaxation_lengths(base, eps, gamma, **rule)
-            if screen_steps > 0:
-                half = max(screen_steps // 2, 1)
-                pre = estimate_llc(models[-1], data, loss_fn, settings=base, n=n, device=device, param_mask=param_mask,
-                                   epsilon=eps, gamma=gamma, burnin=half, draws=half, thin=1)
-                ratio = pre.diagnostics.get("drift_noise_ratio", float("nan"))
-                nonfinite = any(r.startswith("nonfinite") for r in pre.reasons)
-                if nonfinite or ratio > max_drift_ratio:
-                    table.append(row(
-                        gamma, eps, len(models) - 1, pre, {**lengths, "burnin": half, "draws": half, "capped": False},
-                        healthy=False, passed=False,
-                        reasons="screened: " + ("non-finite" if nonfinite else f"drift/noise ratio {ratio:.3g} > {max_drift_ratio:g}")
-                        + f" in a {2 * half}-step run"))
-                    if log is not None:
-                        log(f"gamma={gamma:.4g} eps={eps:.3g}: {table[-1]['reasons']}")
+            lengths = relaxation_lengths(self.base, eps, gamma, **self.rule)
+            if self.screen_steps > 0:
+                if not self._screen(gamma, eps, lengths):
                     continue
-                if first_screen_pass is None:
-                    first_screen_pass = eps
-            edge = [d for d in diverged if d <= divergence_margin * eps]
-            # drift/noise ratio ~ sqrt(eps * curvature)/2, falling faster where smaller steps also spread
-            # the chains less into stiff regions: ratio * eps / eps_run (the optimistic end) is a lower
-            # bound from the full-length runs at larger epsilons of this gamma
-            predicted = max((r * eps / e for e, r in ratios), default=0.0)
-            skip = (f"within a factor {divergence_margin:g} of epsilon {min(edge):.3g}, whose chains diverged at "
-                    "this gamma (stability edge)" if edge else
-                    f"drift/noise ratio predicted {predicted:.3g} > {max_drift_ratio:g} from the full-length runs at "
-                    "larger epsilons (x eps/eps_run)" if predicted > max_drift_ratio else None)
+                if scan.first_screen_pass is None:
+                    scan.first_screen_pass = eps
+            skip = self._skip_reason(eps, scan)
             if skip:
-                table.append({
-                    "gamma": gamma, "delta": gamma / math.sqrt(nbeta), "epsilon": eps, "model": None,
-                    "healthy": False, "passed": False, "burnin": lengths["burnin"], "draws": lengths["draws"],
-                    "tau": lengths["tau"], "capped": lengths["capped"], "reasons": "skipped: " + skip,
-                })
-                if log is not None:
-                    log(f"gamma={gamma:.4g} eps={eps:.3g}: {table[-1]['reasons']}")
+                self.record(self.no_run_row(gamma, eps, "skipped: " + skip, lengths),
+                            f"gamma={gamma:.4g} eps={eps:.3g}")
                 continue
-            run = {"burnin": lengths["burnin"], "draws": lengths["draws"]}
-            # probes found off a minimum at every earlier full-length run go last: they were left out at
-            # every candidate so far, and running them first would cost a run per rejected candidate
-            presumed_off = {i for i in range(len(models)) if runs_at[i] and off_minimum_at[i] == runs_at[i]}
-            run_order = [i for i in order if i not in presumed_off] + [i for i in order if i in presumed_off]
-            ok, judged, mixing = True, 0, False
-            at_minimum: list = []  # (index, result) of the models that judge this candidate
-            local = None  # the locality check, once its extremes are settled
-            for pos, i in enumerate(run_order):
-                model = models[i]
-                res = estimate_llc(model, data, loss_fn, settings=base, n=n, device=device, param_mask=param_mask,
-                                   epsilon=eps, gamma=gamma, **run)
-                fails = _sampler_failures(res.reasons)
-                ratio = res.diagnostics.get("drift_noise_ratio", float("nan"))
-                not_a_minimum = any(r.startswith("negative") for r in res.reasons)
-                if not_a_minimum:
-                    fails = []  # no step size makes a descent stationary: this model cannot judge epsilon
-                elif not fails and not ratio <= max_drift_ratio:
-                    fails = [f"drift_ratio: drift/noise step ratio {ratio:.3g} > {max_drift_ratio:g} (epsilon too large)"]
-                judged += not not_a_minimum
-                if not any(r.startswith("nonfinite") for r in res.reasons):  # a diverged run says nothing of w*
-                    runs_at[i] += 1
-                    off_minimum_at[i] += not_a_minimum
-                if not not_a_minimum:
-                    at_minimum.append((i, res))
-                if any(f.startswith("nonfinite") for f in fails):
-                    diverged.append(eps)
-                if math.isfinite(ratio) and not not_a_minimum:  # a descending chain's ratio says nothing of eps
-                    ratios.append((eps, ratio))
-                # a mixing failure says "too slow" only where the step size itself was acceptable
-                mixing = mixing or (ratio <= max_drift_ratio and any(f.split(":")[0] in MIXING_CHECKS for f in fails))
-                table.append(row(
-                    gamma, eps, i, res, lengths, healthy=res.healthy,
-                    passed=None if not_a_minimum else not fails,
-                    reasons=("not at a minimum, left out: " if not_a_minimum else "")
-                    + "; ".join(res.reasons + [f for f in fails if f not in res.reasons])))
-                if log is not None:
-                    r = table[-1]
-                    verdict = ("not at a minimum (left out)" if not_a_minimum else
-                               "ok" if not fails else "; ".join(f.split(":")[0] for f in fails))
-                    log(f"gamma={gamma:.4g} eps={eps:.3g} model={i} burnin={run['burnin']} draws={run['draws']}"
-                        f"{' (capped)' if lengths['capped'] else ''}: llc={r['llc']:.4g}±{r['stderr']:.2g} "
-                        f"ratio={r['drift_noise_ratio']:.3g} {verdict}")
-                if fails:
-                    ok = False
-                    break
-                pending = [j for j in run_order[pos + 1:] if j not in presumed_off]
-                local = settled_locality(at_minimum, [probes[j].init_loss for j in pending], nbeta, local_z)
-                if local is not None and not local.ok:
-                    break  # the rest of the probes cannot change the verdict
-            if ok and judged:
+            verdict = self._full_runs(gamma, eps, lengths, scan)
+            if verdict.ok and verdict.judged:
+                local = verdict.local
                 if local is None:  # not settled early (e.g. a left-out probe was still pending): now it is
-                    local = settled_locality(at_minimum, [], nbeta, local_z)
+                    local = settled_locality(verdict.at_minimum, [], self.nbeta, self.local_z)
                 if local is not None and not local.ok:
-                    # the equilibrium posterior is set by gamma (and nbeta), not by epsilon: every epsilon
-                    # at this gamma samples the same spread-out posterior, so go on to a larger gamma
-                    table.append({
-                        "gamma": gamma, "delta": gamma / math.sqrt(nbeta), "epsilon": eps, "model": None,
-                        "healthy": True, "passed": False, "burnin": lengths["burnin"], "draws": lengths["draws"],
-                        "tau": lengths["tau"], "capped": lengths["capped"],
-                        "reasons": "rejected: " + local.describe() + "; smaller epsilons at this gamma skipped "
-                                   "(the posterior is set by gamma, not epsilon)"
-                                   + (f"; decided after {pos + 1} of {len(models)} probes, the others' L_n(w*) "
-                                      "lying within the judged ones' range"
-                                      + (" or the others off a minimum at every earlier run" if presumed_off else "")
-                                      if pos + 1 < len(models) else ""),
-                    })
-                    if log is not None:
-                        log(f"gamma={gamma:.4g} eps={eps:.3g}: {table[-1]['reasons']}")
-                    break
-                chosen_eps = eps / safety
-                if safety != 1:  # a smaller epsilon relaxes more slowly: the rule's lengths for it
-                    lengths = relaxation_lengths(base, chosen_eps, gamma, **rule)
-                out = CalibratedSettings.model_validate({
-                    **base.model_dump(), "epsilon": chosen_eps, "gamma": gamma,
-                    "burnin": lengths["burnin"], "draws": lengths["draws"]})
-                out._table = table
-                out._choice = (
-                    f"epsilon={chosen_eps:.3g} (largest of {len(eps_grid)} tried whose chains passed the sampler checks and "
-                    + (f"drift-ratio limit at all {len(models)} models" if judged == len(models) else
-                       f"drift-ratio limit at the {judged} of {len(models)} models at a minimum "
-                       f"({len(models) - judged} not at one, left out)") +
-                    f"{', divided by safety ' + str(safety) if safety != 1 else ''}),"
-                    f" gamma={gamma:.4g} (smallest passing; delta=gamma/sqrt(nbeta)={gamma / math.sqrt(nbeta):.3g}),"
-                    f" nbeta={nbeta:.4g}, " + _lengths_text(lengths, base, burnin_taus, draws_taus, max_length_factor)
-                )
-                if local is not None:
-                    out._choice += f"; posterior local across the probes: {local.describe()}"
-                if g_index >= strict_gammas:
-                    out._choice += (f"; no gamma with delta <= {max_delta:g} passed, so this stronger localization "
-                                    "biases the absolute LLC low: compare values across checkpoints, not with theory")
-                return out
-            if mixing and lengths["capped"] and e_index + 1 < len(eps_grid):
-                rest = eps_grid[e_index + 1:]
-                table.append({
-                    "gamma": gamma, "delta": gamma / math.sqrt(nbeta), "epsilon": rest[0], "model": None,
-                    "healthy": False, "passed": False,
-                    "reasons": f"skipped: epsilon {rest[0]:.3g} ... {rest[-1]:.3g} ({len(rest)} values) at this gamma, "
-                               f"since eps={eps:.3g} failed a mixing check with chains capped at "
-                               f"{lengths['burnin'] + lengths['draws'] * base.thin} steps (tau = {lengths['tau']:.4g}); "
-                               "smaller epsilons relax even less within the same cap",
-                })
-                if log is not None:
-                    log(f"gamma={gamma:.4g}: {table[-1]['reasons']}")
+                    self._reject_on_locality(gamma, eps, lengths, local, verdict)
+                    break  # the posterior is set by gamma, not epsilon: go on to a larger gamma
+                return self._chosen(gamma, eps, lengths, verdict.judged, local, fallback)
+            if verdict.mixing and lengths["capped"] and e_index + 1 < len(self.eps_grid):
+                rest = self.eps_grid[e_index + 1:]
+                self.record(self.no_run_row(
+                    gamma, rest[0],
+                    f"skipped: epsilon {rest[0]:.3g} ... {rest[-1]:.3g} ({len(rest)} values) at this gamma, "
+                    f"since eps={eps:.3g} failed a mixing check with chains capped at "
+                    f"{lengths['burnin'] + lengths['draws'] * self.base.thin} steps (tau = {lengths['tau']:.4g}); "
+                    "smaller epsilons relax even less within the same cap"), f"gamma={gamma:.4g}")
                 break
-        if first_screen_pass is not None:
-            screen_passes[gamma] = first_screen_pass
+        if scan.first_screen_pass is not None:
+            self.screen_passes[gamma] = scan.first_screen_pass
         return None
 
-    for g_index, gamma in enumerate(gamma_grid[:strict_gammas]):
-        chosen = try_gamma(g_index, gamma)
-        if chosen is not None:
-            return chosen
-    chosen = _bisect_fallback(gamma_grid[strict_gammas:], lambda i, g: try_gamma(strict_gammas + i, g), nbeta,
-                              table, log)
-    if chosen is not None:
-        return chosen
-    raise CalibrationError(
-        f"no (epsilon, gamma) on the grid passed the sampler checks at all {len(models)} models "
-        "and the locality check across them "
-        f"(epsilons {eps_grid[0]:.3g}..{eps_grid[-1]:.3g}, gammas {[round(g, 4) for g in gamma_grid]}); "
-        "try more burnin/draws (or a larger max_length_factor), smaller epsilons or larger gammas; "
-        "see .table for the reasons",
-        table,
-    )
+    def _above_screen_ceiling(self, gamma: float) -> list[float]:
+        """The epsilons above the largest that passed the screen at the largest smaller gamma tried so
+        far (a stronger localization only stiffens the posterior); recorded as one skipped row."""
+        below = [g for g in self.screen_passes if g < gamma]
+        if not below:
+            return []
+        ceiling = self.screen_passes[max(below)]
+        above = [e for e in self.eps_grid if e > ceiling * (1 + 1e-9)]
+        if above:
+            self.record(self.no_run_row(
+                gamma, above[0],
+                f"skipped: epsilon {above[0]:.3g} ... {above[-1]:.3g} ({len(above)} values) at this gamma, "
+                f"above {ceiling:.3g}, the largest that passed the screen at a smaller gamma "
+                "(a stronger localization only stiffens the posterior: stability limit and drift/noise "
+                "ratio cannot improve)"), f"gamma={gamma:.4g}")
+        return above
+
+    def _screen(self, gamma: float, eps: float, lengths: dict) -> bool:
+        """The short run at the last model (half burn-in); False (and a ``screened`` row) when it went
+        non-finite or its drift/noise ratio is over the limit."""
+        half = max(self.screen_steps // 2, 1)
+        pre = self.estimate(self.models[-1], epsilon=eps, gamma=gamma, burnin=half, draws=half, thin=1)
+        ratio = pre.diagnostics.get("drift_noise_ratio", float("nan"))
+        nonfinite = any(r.startswith("nonfinite") for r in pre.reasons)
+        if not (nonfinite or ratio > self.max_drift_ratio):
+            return True
+        why = "non-finite" if nonfinite else f"drift/noise ratio {ratio:.3g} > {self.max_drift_ratio:g}"
+        self.record(self.run_row(gamma, eps, len(self.models) - 1, pre,
+                                 {**lengths, "burnin": half, "draws": half, "capped": False},
+                                 healthy=False, passed=False, reasons=f"screened: {why} in a {2 * half}-step run"),
+                    f"gamma={gamma:.4g} eps={eps:.3g}")
+        return False
+
+    def _skip_reason(self, eps: float, scan: "_GammaScan") -> str | None:
+        """Why ``eps`` need not run at full length, from the full-length runs at larger epsilons of this
+        gamma (stability margin, predicted drift ratio: rule 3), or None."""
+        edge = [d for d in scan.diverged if d <= self.divergence_margin * eps]
+        if edge:
+            return (f"within a factor {self.divergence_margin:g} of epsilon {min(edge):.3g}, whose chains diverged "
+                    "at this gamma (stability edge)")
+        # drift/noise ratio ~ sqrt(eps * curvature)/2, falling faster where smaller steps also spread the
+        # chains less into stiff regions: ratio * eps / eps_run (the optimistic end) is a lower bound
+        predicted = max((r * eps / e for e, r in scan.ratios), default=0.0)
+        if predicted > self.max_drift_ratio:
+            return (f"drift/noise ratio predicted {predicted:.3g} > {self.max_drift_ratio:g} from the full-length "
+                    "runs at larger epsilons (x eps/eps_run)")
+        return None
+
+    def _full_runs(self, gamma: float, eps: float, lengths: dict, scan: "_GammaScan") -> "_Verdict":
+        """Run the probes at full length in the search's order (those found off a minimum at every
+        earlier run last), stopping at the first failure or once the locality check has failed for good."""
+        run = {"burnin": lengths["burnin"], "draws": lengths["draws"]}
+        # probes found off a minimum at every earlier full-length run go last: they were left out at
+        # every candidate so far, and running them first would cost a run per rejected candidate
+        presumed_off = {i for i in range(len(self.models)) if self.runs_at[i] and self.off_minimum_at[i] == self.runs_at[i]}
+        run_order = [i for i in self.order if i not in presumed_off] + [i for i in self.order if i in presumed_off]
+        verdict = _Verdict(presumed_off=bool(presumed_off))
+        for pos, i in enumerate(run_order):
+            verdict.runs = pos + 1
+            res = self.estimate(self.models[i], epsilon=eps, gamma=gamma, **run)
+            fails = _sampler_failures(res.reasons)
+            ratio = res.diagnostics.get("drift_noise_ratio", float("nan"))
+            not_a_minimum = any(r.startswith("negative") for r in res.reasons)
+            if not_a_minimum:
+                fails = []  # no step size makes a descent stationary: this model cannot judge epsilon
+            elif not fails and not ratio <= self.max_drift_ratio:
+                fails = [f"drift_ratio: drift/noise step ratio {ratio:.3g} > {self.max_drift_ratio:g} (epsilon too large)"]
+            verdict.judged += not not_a_minimum
+            if not any(r.startswith("nonfinite") for r in res.reasons):  # a diverged run says nothing of w*
+                self.runs_at[i] += 1
+                self.off_minimum_at[i] += not_a_minimum
+            if not not_a_minimum:
+                verdict.at_minimum.append((i, res))
+            if any(f.startswith("nonfinite") for f in fails):
+                scan.diverged.append(eps)
+            if math.isfinite(ratio) and not not_a_minimum:  # a descending chain's ratio says nothing of eps
+                scan.ratios.append((eps, ratio))
+            # a mixing failure says "too slow" only where the step size itself was acceptable
+            verdict.mixing = verdict.mixing or (
+                ratio <= self.max_drift_ratio and any(f.split(":")[0] in MIXING_CHECKS for f in fails))
+            self.table.append(self.run_row(
+                gamma, eps, i, res, lengths, healthy=res.healthy, passed=None if not_a_minimum else not fails,
+                reasons=("not at a minimum, left out: " if not_a_minimum else "")
+                + "; ".join(res.reasons + [f for f in fails if f not in res.reasons])))
+            if self.log is not None:
+                r = self.table[-1]
+                outcome = ("not at a minimum (left out)" if not_a_minimum else
+                           "ok" if not fails else "; ".join(f.split(":")[0] for f in fails))
+                self.log(f"gamma={gamma:.4g} eps={eps:.3g} model={i} burnin={run['burnin']} draws={run['draws']}"
+                         f"{' (capped)' if lengths['capped'] else ''}: llc={r['llc']:.4g}±{r['stderr']:.2g} "
+                         f"ratio={r['drift_noise_ratio']:.3g} {outcome}")
+            if fails:
+                verdict.ok = False
+                break
+            pending = [j for j in run_order[pos + 1:] if j not in presumed_off]
+            verdict.local = settled_locality(verdict.at_minimum, [self.probes[j].init_loss for j in pending],
+                                             self.nbeta, self.local_z)
+            if verdict.local is not None and not verdict.local.ok:
+                break  # the rest of the probes cannot change the verdict
+        return verdict
+
+    def _reject_on_locality(self, gamma: float, eps: float, lengths: dict, local, verdict: "_Verdict") -> None:
+        """Record that every epsilon at ``gamma`` samples the same spread-out posterior."""
+        n_models = len(self.models)
+        early = (f"; decided after {verdict.runs} of {n_models} probes, the others' L_n(w*) lying within the "
+                 "judged ones' range" + (" or the others off a minimum at every earlier run" if verdict.presumed_off else "")
+                 if verdict.runs < n_models else "")
+        self.record(self.no_run_row(
+            gamma, eps, "rejected: " + local.describe() + "; smaller epsilons at this gamma skipped "
+            "(the posterior is set by gamma, not epsilon)" + early, lengths, healthy=True),
+            f"gamma={gamma:.4g} eps={eps:.3g}")
+
+    def _chosen(self, gamma: float, eps: float, lengths: dict, judged: int, local, fallback: bool) -> CalibratedSettings:
+        """The settings for a passing candidate (epsilon divided by ``safety``), with the table and the
+        sentence saying why."""
+        base, n_models = self.base, len(self.models)
+        chosen_eps = eps / self.safety
+        if self.safety != 1:  # a smaller epsilon relaxes more slowly: the rule's lengths for it
+            lengths = relaxation_lengths(base, chosen_eps, gamma, **self.rule)
+        out = CalibratedSettings.model_validate({
+            **base.model_dump(), "epsilon": chosen_eps, "gamma": gamma,
+            "burnin": lengths["burnin"], "draws": lengths["draws"]})
+        out._table = self.table
+        out._choice = (
+            f"epsilon={chosen_eps:.3g} (largest of {len(self.eps_grid)} tried whose chains passed the sampler checks and "
+            + (f"drift-ratio limit at all {n_models} models" if judged == n_models else
+               f"drift-ratio limit at the {judged} of {n_models} models at a minimum "
+               f"({n_models - judged} not at one, left out)") +
+            f"{', divided by safety ' + str(self.safety) if self.safety != 1 else ''}),"
+            f" gamma={gamma:.4g} (smallest passing; delta=gamma/sqrt(nbeta)={self.delta(gamma):.3g}),"
+            f" nbeta={self.nbeta:.4g}, " + _lengths_text(lengths, base, self.rule["burnin_taus"],
+                                                        self.rule["draws_taus"], self.rule["max_length_factor"])
+        )
+        if local is not None:
+            out._choice += f"; posterior local across the probes: {local.describe()}"
+        if fallback:
+            out._choice += (f"; no gamma with delta <= {self.max_delta:g} passed, so this stronger localization "
+                            "biases the absolute LLC low: compare values across checkpoints, not with theory")
+        return out
+
+
+@dataclass
+class _GammaScan:
+    """What the full-length runs at one gamma have shown so far (for the skips of rule 3)."""
+
+    diverged: list[float] = field(default_factory=list)  # epsilons whose full-length chains went non-finite
+    ratios: list[tuple[float, float]] = field(default_factory=list)  # (epsilon, drift/noise ratio), at a minimum
+    first_screen_pass: float | None = None  # the largest epsilon that passed the screen
+
+
+@dataclass
+class _Verdict:
+    """The full-length runs of one (epsilon, gamma): passed so far (``ok``), how many probes judged it
+    (at a minimum), whether a failure was a mixing one, the locality check once settled, the probes
+    at a minimum ((index, LLCResult) pairs), how many runs it took and whether some probes were put
+    last for being off a minimum at every earlier run."""
+
+    ok: bool = True
+    judged: int = 0
+    mixing: bool = False
+    local: Any = None
+    at_minimum: list = field(default_factory=list)
+    runs: int = 0
+    presumed_off: bool = False
