@@ -424,6 +424,16 @@ class SweepConfig(StrictModel):
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig,
                                      description="where checkpoints are measured (local or a Ray cluster)")
 
+    @field_validator("calibrate", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        """YAML 1.1 reads an unquoted ``off`` (or ``no``, ``false``) as the boolean false: take it as 'off'."""
+        if value is False:
+            return "off"
+        if value is True:
+            raise ValueError("got true (YAML reads an unquoted on/yes/true as true): write auto or off")
+        return value
+
     @field_validator("head_llc_heads")
     @classmethod
     def _head_labels(cls, heads: list[str] | None) -> list[str] | None:

@@ -34,6 +34,16 @@ def test_cross_field_check(tmp_path):
         parse_config({"recipe": {"model": {"n_ctx": 16}, "data": {"span_max": 12}}}, "x.yaml")
 
 
+def test_unquoted_yaml_off_means_off(tmp_path):
+    """YAML 1.1 reads `calibrate: off` as false; it must mean 'off', and `on` must name the field."""
+    path = tmp_path / "c.yaml"
+    path.write_text("sweep:\n  calibrate: off\n")
+    assert load_config(path).sweep.calibrate == "off"
+    path.write_text("sweep:\n  calibrate: on\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: sweep.calibrate: .*write auto or off"):
+        load_config(path)
+
+
 def test_not_yaml_and_missing_file(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("recipe: [unclosed\n")
