@@ -591,6 +591,7 @@ def _format_errors(err: ValidationError, source: str) -> str:
         field = ".".join(str(p) for p in loc) or "(top level)"
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
+        msg = msg.removeprefix("Value error, ")  # pydantic's prefix for a validator's ValueError
         got = e.get("input")
         shown = "" if e["type"] in ("extra_forbidden", "missing") or isinstance(got, dict) else f" (got {got!r})"
         lines.append(f"{source}: {field}: {msg}{shown}")
