@@ -135,9 +135,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def configure_logging(quiet: bool) -> None:
+    """The command line's log format; INFO (calibration runs, checkpoints done) unless ``quiet``.
+    Scripts that run the pipeline call it too, so a long calibration is not silent."""
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s %(message)s")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(message)s")
+    configure_logging(args.quiet)
     from devinterp import api
     from devinterp.results import load_results
 

@@ -145,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", default=None, help="also write the result tables to this file")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
+    from devinterp.cli import configure_logging
+
+    configure_logging(args.quiet)  # calibration and checkpoint lines, as the CLI
 
     import torch
 

@@ -132,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--llc-draws", type=int, default=None, help="SGLD draws per chain instead of the config's")
     parser.add_argument("-q", "--quiet", action="store_true")
     args = parser.parse_args(argv)
+    from devinterp.cli import configure_logging
+
+    configure_logging(args.quiet)  # calibration and checkpoint lines, as the CLI
 
     import yaml
 
