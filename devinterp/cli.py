@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
-from devinterp.config import ConfigError, DetectConfig, ExecutorConfig, SweepConfig, load_config
+from devinterp.config import ConfigError, DetectConfig, ExecutorConfig, SweepConfig, load_config, parse_config
 from devinterp.refine import RefineError
 from devinterp.sweep.errors import SweepFailed, SweepLocked
 
@@ -93,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     force_new_option(config_cmd("train", "train the config's recipe into <out>/<name>/checkpoints"))
     p = config_cmd("sweep", "measure every checkpoint (resumable) into <out>/<name>/metrics")
     sweep_options(p)
+    p.add_argument("--metrics", default=None, metavar="GROUPS",
+                   help="comma-separated metric groups to measure this time instead of sweep.metrics, e.g. "
+                        "loss,icl_score,heads: a quick look (does induction form? when?) before the LLC; a later "
+                        "sweep measures the rest (default: sweep.metrics)%(default).0s")
     force_new_option(p)
 
     p = config_cmd("calibrate", "freeze the run's SGLD settings (sweep.calibrate: auto searches them) into "
@@ -225,6 +229,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _with_sweep_options(config, args):
     """The config with the sweep options given on the command line (run, sweep) applied."""
+    if getattr(args, "metrics", None):
+        groups = [g.strip() for g in args.metrics.split(",") if g.strip()]
+        config = parse_config({**config.model_dump(), "sweep": {**config.sweep.model_dump(), "metrics": groups}},
+                              "--metrics")
     if getattr(args, "strict", None) is None and not hasattr(args, "executor"):
         return config
     executor = {k: v for k, v in (("kind", args.executor), ("workers", args.workers), ("address", args.address))

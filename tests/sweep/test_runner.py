@@ -322,3 +322,29 @@ def test_adding_a_metric_group_to_a_finished_run_measures_only_that_group(tiny_r
     table = sweep(checkpoint_source(more, tmp_path), more, tmp_path, progress=False)  # same folder: not refused
     assert set(table["metric"]) == {"loss", "token_loss"}
     assert all(f.stat().st_mtime_ns == m for f, m in mtimes.items())
+
+
+def test_cli_metrics_option_measures_a_subset_first_and_the_rest_later(tiny_run, cheap, tmp_path, capsys):
+    """`devinterp sweep --metrics loss` measures only the loss (a quick look); the config's full sweep
+    afterwards adds the other groups without measuring the loss again; a group the recipe lacks is
+    refused with the option's name."""
+    import yaml
+
+    from devinterp.cli import main
+    from devinterp.results import load_results
+
+    _, out = tiny_run
+    shutil.copytree(out / "tiny" / "checkpoints", tmp_path / "ck")
+    cfg = cheap.model_copy(update={"checkpoints": tmp_path / "ck"}).model_dump(mode="json")
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    base = ["-q", "sweep", str(tmp_path / "cfg.yaml"), "--out", str(tmp_path / "out")]
+    assert main(base + ["--metrics", "loss"]) == 0
+    run = tmp_path / "out" / "tiny"
+    assert set(load_results(run).metrics["metric"]) == {"loss"}
+    loss_files = {f: f.stat().st_mtime_ns for f in (run / "metrics").glob("*__loss.parquet")}
+    assert len(loss_files) == len(DirectorySource(tmp_path / "ck"))
+    assert main(base) == 0
+    assert set(load_results(run).metrics["metric"]) == {"loss", "icl_score", "prev_token", "induction", "duplicate_token"}
+    assert {f: f.stat().st_mtime_ns for f in loss_files} == loss_files
+    assert main(base + ["--metrics", "loss,position_loss"]) == 2
+    assert "--metrics: sweep.metrics.1: group 'position_loss' does not apply" in capsys.readouterr().err
