@@ -27,6 +27,7 @@ import argparse
 import json
 import math
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +78,23 @@ def formation_step(wide: pd.DataFrame, layer: int) -> tuple[str, int | None, flo
         return best, None, first, peak
     half = s[s >= first + 0.5 * (peak - first)]
     return best, int(half.index[0]), first, peak
+
+
+def head_order(results) -> list[str]:
+    """Lines saying when the best layer-0 previous-token head and the best layer-1 induction head made
+    half their rise, and which came first (the paper: previous-token heads in LM3, induction in LM4)."""
+    try:
+        prev = formation_step(results.wide("prev_token"), 0)
+        ind = formation_step(results.wide("induction"), 1)
+    except KeyError as err:
+        return [f"head scores missing: {err}"]
+    lines = [f"previous-token head {prev[0]}: {prev[2]:.3f} -> max {prev[3]:.3f}, half its rise at step {prev[1]}",
+             f"induction head {ind[0]}: {ind[2]:.3f} -> max {ind[3]:.3f}, half its rise at step {ind[1]}"]
+    if prev[1] is not None and ind[1] is not None:
+        order = ("YES: previous-token head first" if prev[1] < ind[1] else
+                 "same checkpoint" if prev[1] == ind[1] else "NO: induction head first")
+        lines.append(f"previous-token heads form before induction heads? {order} (paper: yes, LM3 then LM4)")
+    return lines
 
 
 def side_by_side(ours: pd.DataFrame, total: int) -> str:
@@ -140,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from devinterp import api
     from devinterp.config import parse_config
+    from devinterp.results import load_results
 
     raw = yaml.safe_load(Path(args.config).read_text())
     if args.tiny:
@@ -147,9 +166,20 @@ def main(argv: list[str] | None = None) -> int:
     raw = merge(raw, scaled(raw, args.steps, args.batch_size, args.llc_draws))
     config = parse_config(raw, args.config + (" (--tiny)" if args.tiny else ""))
     out, progress = Path(args.out), not args.quiet
-    results = api.run(config, out, progress)  # train -> sweep -> detect -> report
+    source = api.train(config, out, progress)
+    # the cheap metrics first, so a time-boxed run (a GPU session) answers the head-order question even
+    # when the LLC sweep does not finish; the full run below measures only the rest
+    quick = [g for g in config.sweep.metrics if g not in ("llc", "head_llc")]
+    if quick != list(config.sweep.metrics):
+        t0 = time.perf_counter()
+        api.sweep(source, config.model_copy(update={"sweep": config.sweep.model_copy(update={"metrics": quick})}),
+                  out, progress)
+        print(f"quick look ({', '.join(quick)}; {time.perf_counter() - t0:.0f} s):", flush=True)
+        print("\n".join(head_order(load_results(api.run_dir_for(config, out)))), flush=True)
+    results = api.run(config, out, progress)  # train (done) -> sweep (the rest) -> detect -> report
     run_dir = results.path
     t = {k.removesuffix("_seconds").replace("run", "total"): v for k, v in results.manifest.get("timings", {}).items()}
+    t["train"] = json.loads((run_dir / "training.json").read_text())["seconds"]  # api.run's train was a no-op
     total = config.recipe.train.steps
     flags = "".join(f" --{k.replace('_', '-')} {v}" for k, v in vars(args).items()
                     if k in ("steps", "batch_size", "llc_draws") and v is not None)
@@ -162,17 +192,7 @@ def main(argv: list[str] | None = None) -> int:
              side_by_side(results.stages, total), ""]
     types = "".join(results.stages["type"].astype(str))
     lines.append(f"stage types in order: ours {types or '(none)'}, paper {''.join(PUBLISHED['type'])}")
-    try:
-        prev = formation_step(results.wide("prev_token"), 0)
-        ind = formation_step(results.wide("induction"), 1)
-        lines.append(f"previous-token head {prev[0]}: {prev[2]:.3f} -> max {prev[3]:.3f}, half its rise at step {prev[1]}")
-        lines.append(f"induction head {ind[0]}: {ind[2]:.3f} -> max {ind[3]:.3f}, half its rise at step {ind[1]}")
-        if prev[1] is not None and ind[1] is not None:
-            order = ("YES: previous-token head first" if prev[1] < ind[1] else
-                     "same checkpoint" if prev[1] == ind[1] else "NO: induction head first")
-            lines.append(f"previous-token heads form before induction heads? {order} (paper: yes, LM3 then LM4)")
-    except KeyError as err:
-        lines.append(f"head scores missing: {err}")
+    lines += head_order(results)
     text = "\n".join(lines)
     print(text)
     if args.markdown:
