@@ -399,7 +399,13 @@ def calibrate_llc(
         f"(epsilons {search.eps_grid[0]:.3g}..{search.eps_grid[-1]:.3g}, gammas "
         f"{[round(g, 4) for g in gamma_grid + fallback]}); "
         "try more burnin/draws (or a larger max_length_factor), smaller epsilons or larger gammas; "
-        "see .table for the reasons",
+        "see .table for the reasons"
+        + (f". The strongest localization that passed every sampler check and failed only the locality check: "
+           f"{search.locality_only[1]}. "
+           "Where the pair spans a transition, a steep real LLC rise reads the same as forgetting (slope "
+           "below 1/2 = the LLC rose more than nbeta x half the loss gap); if the chains' mean losses stay "
+           "distinct and below the untrained model's, you may judge it a real rise and fix these settings "
+           "(sweep.llc, with calibrate: off)" if search.locality_only else ""),
         search.table,
     )
 
@@ -426,6 +432,8 @@ class _Search:
         # a verdict reached before all probes have run stays final
         self.local_z = pairs_z(len(judged_pairs([p.init_loss for p in self.probes])))
         self.screen_passes: dict[float, float] = {}  # gamma tried -> the largest epsilon that passed its screen
+        # (gamma, description) of the strongest candidate so far that failed only the locality check
+        self.locality_only: tuple[float, str] | None = None
         self.runs_at = [0] * len(models)  # finite full-length runs per probed model so far
         self.off_minimum_at = [0] * len(models)  # ... of which found it not at a minimum
 
@@ -614,6 +622,11 @@ class _Search:
             gamma, eps, "rejected: " + local.describe() + "; smaller epsilons at this gamma skipped "
             "(the posterior is set by gamma, not epsilon)" + early, lengths, healthy=True),
             f"gamma={gamma:.4g} eps={eps:.3g}")
+        if self.locality_only is None or gamma > self.locality_only[0]:
+            self.locality_only = (gamma, (
+                f"epsilon={eps:.4g}, gamma={gamma:.6g} (delta {self.delta(gamma):.3g}), burnin={lengths['burnin']}, "
+                f"draws={lengths['draws']} ({verdict.runs} of {n_models} probes run, {verdict.runs - verdict.judged} of "
+                f"them off a minimum): {local.describe()}"))
 
     def _chosen(self, gamma: float, eps: float, lengths: dict, judged: int, local, fallback: bool) -> CalibratedSettings:
         """The settings for a passing candidate (epsilon divided by ``safety``), with the table and the

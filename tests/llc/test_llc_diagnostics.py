@@ -120,6 +120,30 @@ def test_calibration_rejects_a_gamma_whose_chains_forget_w_star():
     assert slope > 0.5, slope
 
 
+def test_a_calibration_that_fails_on_locality_names_the_strongest_candidate_and_why():
+    """Without the fallback grid the wells' chains forget w* at every gamma tried (previous test): the
+    error must name the strongest candidate that failed only the locality check, with the settings
+    that would fix it, and explain the ambiguity of that check."""
+    import math
+
+    from devinterp.llc import CalibrationError, calibrate_llc
+    from llc_analytic_models import GaussianWell, gaussian_well_loss
+
+    models = [GaussianWell(200, 0.3), GaussianWell(200, 0.5)]
+    with pytest.raises(CalibrationError) as err:
+        calibrate_llc(models, [None], gaussian_well_loss, n=1000, chains=4, burnin=100, draws=200, batch_size=1,
+                      init_loss_batches=1, epsilons=[1e-1, 3e-2, 1e-2, 3e-3, 1e-3], fallback_deltas=())
+    rejected = [r for r in err.value.table if str(r["reasons"]).startswith("rejected")]
+    assert rejected
+    strongest = max(rejected, key=lambda r: r["gamma"])
+    text = str(err.value)
+    assert f"failed only the locality check: epsilon={strongest['epsilon']:.4g}, gamma={strongest['gamma']:.6g}" in text
+    assert "locality slope 0.00" in text  # the pair's verdict, so the user can judge it
+    assert f"burnin={strongest['burnin']}, draws={strongest['draws']}" in text
+    assert "calibrate: off" in text and "steep real LLC rise" in text
+    assert math.isclose(strongest["gamma"] / math.sqrt(1000 / math.log(1000)), 0.25, rel_tol=1e-6)
+
+
 def test_calibration_search_shortcuts_change_nothing_they_skip():
     """Two shortcuts of the gamma search, checked on the Gaussian wells plus a hill (depth -0.5: w* is a
     maximum, L_n(w*) 1.5, the highest, so it would run first at every candidate):
