@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "llc"))
-from llc_analytic_models import GaussianWell, Potential, gaussian_well_loss, half_mse, regression_problem  # noqa: E402
+from llc_analytic_models import GaussianWell, Potential, gaussian_well_loss, half_mse, off_minimum_regression  # noqa: E402
 
 from devinterp.llc import CalibrationError, calibrate_llc  # noqa: E402
 
@@ -53,10 +53,7 @@ def cases() -> dict:
                epsilons=[1e-2, 1e-3, 3e-4, 1e-4, 1e-5])
     wells = dict(n=1000, chains=4, burnin=100, draws=200, batch_size=1, init_loss_batches=1)
     wide_eps = [1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5]
-    at_min, data = regression_problem(3, 2)
-    off, _ = regression_problem(3, 2)
-    with torch.no_grad():
-        off.weight.add_(0.5)
+    off, at_min, data = off_minimum_regression()
     reg = dict(chains=4, burnin=300, draws=600, batch_size=1000, init_loss_batches=1,
                epsilons=[2.5e-4, 2e-4, 1.5e-4], fallback_deltas=())
     return {

@@ -116,3 +116,13 @@ def regression_problem(M: int, N: int, seed: int = 0, n: int = N_SAMPLES, bias: 
         if bias:
             model.bias.copy_(sol[:, M])
     return model, [(x, y)]
+
+
+def off_minimum_regression(shift: float = 0.5):
+    """(model off its minimum, the same regression at its least-squares fit, data): every weight of the
+    first moved by ``shift``, so SGLD descends from it (like step 0 of a run; its LLC comes out negative)."""
+    at_min, data = regression_problem(3, 2)
+    off, _ = regression_problem(3, 2)
+    with torch.no_grad():
+        off.weight.add_(shift)
+    return off, at_min, data

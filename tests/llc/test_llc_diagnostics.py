@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from devinterp.llc import diagnose, ess, estimate_llc, split_rhat, trend_z
-from llc_analytic_models import half_mse, regression_problem
+from llc_analytic_models import half_mse, off_minimum_regression, regression_problem
 
 
 def _ar1(rho, n, seed):
@@ -224,10 +224,7 @@ def test_calibration_leaves_out_models_that_are_not_at_a_minimum():
     it is recorded as 'not at a minimum' and left out of the choice; alone it cannot calibrate."""
     from devinterp.llc import CalibrationError, calibrate_llc
 
-    at_min, data = regression_problem(3, 2)
-    off, _ = regression_problem(3, 2)
-    with torch.no_grad():
-        off.weight.add_(0.5)
+    off, at_min, data = off_minimum_regression()
     kw = dict(chains=4, burnin=300, draws=600, batch_size=1000, init_loss_batches=1,
               epsilons=[2.5e-4, 2e-4, 1.5e-4], fallback_deltas=())
     chosen = calibrate_llc([off, at_min], data, half_mse, **kw)
