@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
-from devinterp.config import ConfigError, DetectConfig, ExecutorConfig, SweepConfig, load_config, parse_config
+from devinterp.config import ConfigError, DetectConfig, ExecutorConfig, SweepConfig, load_config, with_metrics
 from devinterp.refine import RefineError
 from devinterp.sweep.errors import SweepFailed, SweepLocked
 
@@ -231,8 +231,7 @@ def _with_sweep_options(config, args):
     """The config with the sweep options given on the command line (run, sweep) applied."""
     if getattr(args, "metrics", None):
         groups = [g.strip() for g in args.metrics.split(",") if g.strip()]
-        config = parse_config({**config.model_dump(), "sweep": {**config.sweep.model_dump(), "metrics": groups}},
-                              "--metrics")
+        config = with_metrics(config, groups, "--metrics")
     if getattr(args, "strict", None) is None and not hasattr(args, "executor"):
         return config
     executor = {k: v for k, v in (("kind", args.executor), ("workers", args.workers), ("address", args.address))

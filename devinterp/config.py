@@ -598,6 +598,13 @@ def _format_errors(err: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
+def with_metrics(config: RunConfig, groups: list[str], source: str = "<metrics>") -> RunConfig:
+    """``config`` measuring ``groups`` instead of ``sweep.metrics`` (validated for its recipe; errors
+    name ``source``). The metric list is not part of a run's settings hash: same run folder."""
+    return parse_config({**config.model_dump(), "sweep": {**config.sweep.model_dump(), "metrics": list(groups)}},
+                        source)
+
+
 def parse_config(data: Any, source: str = "<config>") -> RunConfig:
     """Validate a mapping into a :class:`RunConfig`; errors name ``source`` and the field."""
     if data is None:

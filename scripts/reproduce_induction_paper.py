@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     import yaml
 
     from devinterp import api
-    from devinterp.config import parse_config
+    from devinterp.config import parse_config, with_metrics
     from devinterp.results import load_results
 
     raw = yaml.safe_load(Path(args.config).read_text())
@@ -172,8 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     quick = [g for g in config.sweep.metrics if g not in ("llc", "head_llc")]
     if quick != list(config.sweep.metrics):
         t0 = time.perf_counter()
-        api.sweep(source, config.model_copy(update={"sweep": config.sweep.model_copy(update={"metrics": quick})}),
-                  out, progress)
+        api.sweep(source, with_metrics(config, quick), out, progress)
         print(f"quick look ({', '.join(quick)}; {time.perf_counter() - t0:.0f} s):", flush=True)
         print("\n".join(head_order(load_results(api.run_dir_for(config, out)))), flush=True)
     results = api.run(config, out, progress)  # train (done) -> sweep (the rest) -> detect -> report
