@@ -14,7 +14,8 @@
 #   2. the paper-size language-model run (configs/induction-paper.yaml), shortened to fit: train ->
 #      sweep -> detect -> report, then the side-by-side table with the paper's LM1-LM5 -> repro.md,
 #      repro.log, metrics.csv, stages.csv, training.json, report.html
-# Knobs (environment): BENCH_S (260), REPRO_S (270), STEPS (20000), BATCH (32), DRAWS (100).
+# Knobs (environment): BENCH_S (260), REPRO_S (270), STEPS (20000), BATCH (32), DRAWS (100), PHASES ("1 2": which
+# phases run), REPRO_CONFIG (configs/induction-paper.yaml; a config of its own gets no STEPS/BATCH/DRAWS overrides).
 # GPU_SESSION_CPU=1 runs the same script on a CPU at toy size (a smoke test of the script itself).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +24,7 @@ mkdir -p "$OUT"
 PY=${PY:-python3}
 BENCH_S=${BENCH_S:-260}; REPRO_S=${REPRO_S:-270}
 STEPS=${STEPS:-20000}; BATCH=${BATCH:-32}; DRAWS=${DRAWS:-100}
+PHASES=${PHASES:-1 2}; REPRO_CONFIG=${REPRO_CONFIG:-}
 export PYTHONUNBUFFERED=1
 
 # the wheels are built for the GPU image's Python; the CPU smoke test uses the local venv as it is
@@ -44,9 +46,15 @@ if [ "${GPU_SESSION_CPU:-0}" = 1 ]; then
 else
   BENCH=(--draws 200 --profile); REPRO=(--steps "$STEPS" --batch-size "$BATCH" --llc-draws "$DRAWS")
 fi
+if [ -n "$REPRO_CONFIG" ]; then  # its own steps, batch and draws
+  if [ "$CPU_SMOKE" = 1 ]; then REPRO=(--config "$REPRO_CONFIG" --tiny); else REPRO=(--config "$REPRO_CONFIG"); fi
+fi
 
-echo "== phase 1: LLC throughput (timeout ${BENCH_S}s)"
-timeout "$BENCH_S" "$PY" scripts/bench_llc_gpu.py "${REF[@]}" "${BENCH[@]}" 2>&1 | tee "$OUT/bench_llc_gpu.txt"
+if [[ " $PHASES " == *" 1 "* ]]; then
+  echo "== phase 1: LLC throughput (timeout ${BENCH_S}s)"
+  timeout "$BENCH_S" "$PY" scripts/bench_llc_gpu.py "${REF[@]}" "${BENCH[@]}" 2>&1 | tee "$OUT/bench_llc_gpu.txt"
+fi
+[[ " $PHASES " == *" 2 "* ]] || exit 0
 
 echo "== phase 2: paper-size LM reproduction (timeout ${REPRO_S}s)"
 timeout "$REPRO_S" "$PY" scripts/reproduce_induction_paper.py "${REPRO[@]}" --out out --markdown "$OUT/repro.md" -q \

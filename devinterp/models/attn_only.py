@@ -43,7 +43,8 @@ def build_bridge(cfg: ModelConfig, seed: int = 0, device: str = "cpu", state_dic
     from transformer_lens import TransformerBridge
 
     torch.manual_seed(seed)
-    model = TransformerBridge.boot_native(bridge_config(cfg, seed=seed, device=device))
+    # boot_native moves the model only when told by its own argument (the config's device is not used)
+    model = TransformerBridge.boot_native(bridge_config(cfg, seed=seed, device=device), device=device)
     if state_dict is not None:
         model.load_state_dict(state_dict)
     return model

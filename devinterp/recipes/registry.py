@@ -149,15 +149,24 @@ def check_family(config: RunConfig, model) -> None:
         )
 
 
+def _on_device(parts: dict, device: str) -> dict:
+    """The sweep data moved once to the measuring device (batches are tensors or tuples of them), so
+    that every checkpoint's metrics and SGLD read it there."""
+    from torch import Tensor
+    from torch.utils._pytree import tree_map
+
+    return tree_map(lambda x: x.to(device) if isinstance(x, Tensor) else x, parts)
+
+
 def sweep_data(config: RunConfig, model) -> "SweepData":
     """The data every checkpoint is measured on (fixed seeds: common random numbers), for the recipe
-    of ``config`` and checkpoints of architecture ``model``. A pure function of the two."""
+    of ``config`` and checkpoints of architecture ``model``, on ``config.device``. A pure function of the two."""
     from devinterp.metrics import SweepData
     from devinterp.models.families import family
 
     check_family(config, model)
     fam = family(model)
-    parts = recipe_spec(config).data(config, model)
+    parts = _on_device(recipe_spec(config).data(config, model), config.device)
     return SweepData(model=model, llc_settings=config.sweep.llc, device=config.device, sweep=config.sweep,
                      loss_fn=fam.loss_fn, heldout_fn=fam.heldout_fn, **parts)
 

@@ -348,3 +348,24 @@ def test_cli_metrics_option_measures_a_subset_first_and_the_rest_later(tiny_run,
     assert {f: f.stat().st_mtime_ns for f in loss_files} == loss_files
     assert main(base + ["--metrics", "loss,position_loss"]) == 2
     assert "--metrics: sweep.metrics.1: group 'position_loss' does not apply" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("recipe", ["tiny", "icl"])
+def test_sweep_data_and_the_bridge_are_built_on_the_configured_device(tiny_run, cheap, recipe):
+    """A GPU sweep (2026-11-28, H200) failed at every checkpoint: the evaluation batches stayed in host
+    memory and ``boot_native`` ignored the config's device. ``meta`` stands in for a GPU here: any tensor
+    left on the CPU shows."""
+    import torch
+
+    from devinterp.config import load_config
+    from devinterp.models.attn_only import build_bridge
+    from devinterp.sweep.runner import sweep_data
+
+    config = cheap if recipe == "tiny" else load_config("configs/icl-regression.yaml")
+    config = config.model_copy(update={"device": "meta"})
+    data = sweep_data(config, config.recipe.model)
+    tensors = [x for part in (data.eval_batches, data.llc_batches, [data.head_tokens])
+               for x in torch.utils._pytree.tree_leaves(part) if isinstance(x, torch.Tensor)]
+    assert tensors and {x.device.type for x in tensors} == {"meta"}
+    if recipe == "tiny":
+        assert {p.device.type for p in build_bridge(config.recipe.model, device="meta").parameters()} == {"meta"}
