@@ -66,6 +66,9 @@ def rel_log(step: float, total: int) -> float:
     return math.log10(step + 1) / math.log10(total + 1)
 
 
+CHANCE_FACTOR = 2.0  # a formed head attends to its target at least twice as much as uniform attention
+
+
 def formation_step(wide: pd.DataFrame, layer: int) -> tuple[str, int | None, float, float]:
     """Best head of ``layer`` by final score, the step where it made half its rise (first -> max), first, max."""
     cols = [c for c in wide.columns if c.startswith(f"L{layer}H")]
@@ -80,20 +83,35 @@ def formation_step(wide: pd.DataFrame, layer: int) -> tuple[str, int | None, flo
     return best, int(half.index[0]), first, peak
 
 
-def head_order(results) -> list[str]:
+def head_order(results, n_ctx: int) -> list[str]:
     """Lines saying when the best layer-0 previous-token head and the best layer-1 induction head made
-    half their rise, and which came first (the paper: previous-token heads in LM3, induction in LM4)."""
+    half their rise, and which came first (the paper: previous-token heads in LM3, induction in LM4).
+
+    Each peak is also given as a multiple of what a head attending uniformly to its causal window
+    scores (``chance_scores``); a head whose peak stays below twice that never attended to its target
+    more than an unstructured head would, so it did not form and there is no order to compare."""
+    from devinterp.metrics.heads import chance_scores
+
     try:
         prev = formation_step(results.wide("prev_token"), 0)
         ind = formation_step(results.wide("induction"), 1)
     except KeyError as err:
         return [f"head scores missing: {err}"]
-    lines = [f"previous-token head {prev[0]}: {prev[2]:.3f} -> max {prev[3]:.3f}, half its rise at step {prev[1]}",
-             f"induction head {ind[0]}: {ind[2]:.3f} -> max {ind[3]:.3f}, half its rise at step {ind[1]}"]
-    if prev[1] is not None and ind[1] is not None:
+    chance = chance_scores(n_ctx)
+    lines, formed = [], {}
+    for label, metric, (head, step, first, peak) in (("previous-token", "prev_token", prev),
+                                                      ("induction", "induction", ind)):
+        ratio = peak / chance[metric]
+        formed[metric] = ratio >= CHANCE_FACTOR and step is not None
+        when = (f"half its rise at step {step}" if formed[metric] else
+                f"no {label} head formed (peak < {CHANCE_FACTOR:g}x uniform attention's {chance[metric]:.4f})")
+        lines.append(f"{label} head {head}: {first:.3f} -> max {peak:.3f} ({ratio:.1f}x uniform attention), {when}")
+    if formed["prev_token"] and formed["induction"]:
         order = ("YES: previous-token head first" if prev[1] < ind[1] else
                  "same checkpoint" if prev[1] == ind[1] else "NO: induction head first")
-        lines.append(f"previous-token heads form before induction heads? {order} (paper: yes, LM3 then LM4)")
+    else:
+        order = "cannot tell: " + " and ".join(f"no {m.replace('_', '-')} head formed" for m, ok in formed.items() if not ok)
+    lines.append(f"previous-token heads form before induction heads? {order} (paper: yes, LM3 then LM4)")
     return lines
 
 
@@ -174,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         api.sweep(source, with_metrics(config, quick), out, progress)
         print(f"quick look ({', '.join(quick)}; {time.perf_counter() - t0:.0f} s):", flush=True)
-        print("\n".join(head_order(load_results(api.run_dir_for(config, out)))), flush=True)
+        print("\n".join(head_order(load_results(api.run_dir_for(config, out)), config.recipe.model.n_ctx)), flush=True)
     results = api.run(config, out, progress)  # train (done) -> sweep (the rest) -> detect -> report
     run_dir = results.path
     t = {k.removesuffix("_seconds").replace("run", "total"): v for k, v in results.manifest.get("timings", {}).items()}
@@ -191,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
              side_by_side(results.stages, total), ""]
     types = "".join(results.stages["type"].astype(str))
     lines.append(f"stage types in order: ours {types or '(none)'}, paper {''.join(PUBLISHED['type'])}")
-    lines += head_order(results)
+    lines += head_order(results, config.recipe.model.n_ctx)
     text = "\n".join(lines)
     print(text)
     if args.markdown:

@@ -57,6 +57,23 @@ def duplicate_token_scores(patterns: list[Tensor], tokens: Tensor) -> Tensor:
     return _repeat_scores(patterns, tokens, key_offset=0)
 
 
+def chance_scores(n_ctx: int) -> dict[str, float]:
+    """What each score gives for a head that attends uniformly to every key up to its query (no
+    structure at all), for previous-token scores over ``n_ctx`` positions and induction and
+    duplicate-token scores over repeated halves of ``n_ctx // 2``: the level a formed head must clear.
+    Computed by the scoring functions themselves on uniform causal patterns (all first-copy tokens
+    distinct, so every query is scored)."""
+    def uniform(n: int) -> list[Tensor]:
+        a = torch.ones(n, n).tril()
+        return [(a / a.sum(-1, keepdim=True))[None, None]]  # [1, 1, q, k]
+
+    half = n_ctx // 2
+    tokens = torch.arange(half).repeat(1, 2)  # [1, 2*half], distinct within a copy
+    return {"prev_token": float(previous_token_scores(uniform(n_ctx))),
+            "induction": float(induction_scores(uniform(2 * half), tokens)),
+            "duplicate_token": float(duplicate_token_scores(uniform(2 * half), tokens))}
+
+
 @torch.no_grad()
 def attention_patterns(bridge, tokens: Tensor) -> list[Tensor]:
     """Attention patterns of every layer of a TransformerLens bridge: list of [batch, head, q, k]."""

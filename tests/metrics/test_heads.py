@@ -3,6 +3,7 @@
 import torch
 
 from devinterp.metrics.heads import (
+    chance_scores,
     duplicate_token_scores,
     induction_scores,
     previous_token_scores,
@@ -39,6 +40,17 @@ def test_induction_and_duplicate_heads_are_told_apart():
     ind, dup = induction_scores(patterns, tokens), duplicate_token_scores(patterns, tokens)
     assert torch.allclose(ind[0], torch.tensor([1.0, 0.0]))
     assert torch.allclose(dup[0], torch.tensor([0.0, 1.0]))
+
+
+def test_chance_scores_are_the_closed_form_of_uniform_causal_attention():
+    """A[q, k] = 1/(q+1): previous-token chance is the mean of 1/(q+1) over q = 1..T-1, induction and
+    duplicate chance the mean over the second copy q = L..2L-1 (each query has one target)."""
+    for n_ctx in (64, 1024):
+        half = n_ctx // 2
+        c = chance_scores(n_ctx)
+        assert abs(c["prev_token"] - sum(1 / (q + 1) for q in range(1, n_ctx)) / (n_ctx - 1)) < 1e-6
+        second_copy = sum(1 / (q + 1) for q in range(half, 2 * half)) / half
+        assert abs(c["induction"] - second_copy) < 1e-6 and abs(c["duplicate_token"] - second_copy) < 1e-6
 
 
 def test_chance_repeats_are_masked():

@@ -191,6 +191,16 @@ def test_reproduction_script_runs_tiny(tmp_path, capsys):
     wide = pd.DataFrame({"L0H0": [0.1, 0.2, 0.5, 0.9, 0.8], "L0H1": [0.0, 0.1, 0.1, 0.1, 0.1]},
                         index=[0, 10, 20, 30, 40])
     assert mod.formation_step(wide, 0) == ("L0H0", 20, 0.1, 0.9)
+    # a layer-1 head that never clears twice uniform attention did not form: no order to report
+    class Scores:
+        def __init__(self, tables): self.tables = tables
+        def wide(self, metric): return self.tables[metric]
+    flat = pd.DataFrame({"L1H0": [0.001, 0.0015, 0.002, 0.0016, 0.0017]}, index=wide.index)
+    lines = mod.head_order(Scores({"prev_token": wide, "induction": flat}), 1024)
+    assert "no induction head formed" in lines[1] and "cannot tell" in lines[2]
+    rose = pd.DataFrame({"L1H0": [0.001, 0.001, 0.001, 0.4, 0.6]}, index=wide.index)
+    lines = mod.head_order(Scores({"prev_token": wide, "induction": rose}), 1024)
+    assert "half its rise at step 30" in lines[1] and "YES: previous-token head first" in lines[2]
 
 
 def _resume_config(schedule: dict, steps: int = 30):
