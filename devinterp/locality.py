@@ -170,5 +170,15 @@ def sweep_locality(metrics) -> Locality | None:
                     labels=[f"step {int(s)}" for s in rows["step"]])
 
 
-__all__ = ["LOCALITY_MIN", "LOCALITY_SPAN", "LOCALITY_Z", "Locality", "judged_pairs", "locality", "pairs_z",
-           "sweep_locality"]
+def locality_line(metrics) -> str:
+    """One line for a run's printed results: whether its LLC passes the locality check, with the
+    figures (:meth:`Locality.describe`); says so when the table cannot be judged."""
+    local = sweep_locality(metrics)
+    if local is None:
+        return "LLC locality: not judged (no healthy LLC rows with init_loss and nbeta, or one checkpoint)"
+    verdict = "ok" if local.ok else "FAILS, so the stages follow the sampler's drift as much as development"
+    return f"LLC locality: {verdict}: {local.describe()}"
+
+
+__all__ = ["LOCALITY_MIN", "LOCALITY_SPAN", "LOCALITY_Z", "Locality", "judged_pairs", "locality", "locality_line",
+           "pairs_z", "sweep_locality"]

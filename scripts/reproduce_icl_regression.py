@@ -112,10 +112,13 @@ def side_by_side(ours: pd.DataFrame, total: int) -> str:
 
 
 def answers(ours: pd.DataFrame, results) -> list[str]:
+    from devinterp.locality import locality_line
+
     out = []
     types = "".join(ours["type"]) if len(ours) else ""
     out.append(f"stage types in order: ours {types or '(none)'}, paper {''.join(PUBLISHED['type'])}; "
                f"number of stages: ours {len(ours)}, paper {len(PUBLISHED)}")
+    out.append(locality_line(results.metrics))
     lead = ours["type"].iloc[:2].tolist() if len(ours) else []
     q1 = len(lead) > 0 and all(t == "A" for t in lead)
     out.append(f"Q1 first stages type A? {'YES' if q1 else 'NO'} (first two of ours: {lead or 'none'})")

@@ -176,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from devinterp import api
     from devinterp.config import parse_config, with_metrics
+    from devinterp.locality import locality_line
     from devinterp.results import load_results
 
     raw = yaml.safe_load(Path(args.config).read_text())
@@ -209,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
              side_by_side(results.stages, total), ""]
     types = "".join(results.stages["type"].astype(str))
     lines.append(f"stage types in order: ours {types or '(none)'}, paper {''.join(PUBLISHED['type'])}")
+    lines.append(locality_line(results.metrics))
     lines += head_order(results, config.recipe.model.n_ctx)
     text = "\n".join(lines)
     print(text)

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from devinterp.locality import LOCALITY_MIN, locality, sweep_locality
+from devinterp.locality import LOCALITY_MIN, locality, locality_line, sweep_locality
 
 
 def test_chains_that_follow_w_star_have_slope_one():
@@ -62,6 +62,8 @@ def test_sweep_locality_reads_the_healthy_aggregate_llc_rows():
     assert loc.where == "step 100 -> step 1000"
     assert math.isclose(loc.slope, ((4.2 + 0.05) - (3.2 + 0.15)) / 1.0)
     assert sweep_locality(pd.DataFrame(rows).drop(columns=["init_loss"])) is None
+    assert locality_line(pd.DataFrame(rows)).startswith("LLC locality: ok: chain mean loss")
+    assert "not judged" in locality_line(pd.DataFrame(rows).drop(columns=["init_loss"]))
 
 
 def test_detection_warns_when_the_chains_forget_w_star():

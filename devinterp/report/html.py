@@ -199,10 +199,18 @@ def header_html(results: Results, statuses: pd.DataFrame, title: str | None = No
         ("Failed checkpoints", str(failed)),
         ("Unhealthy estimates", str(unhealthy)),
     ]
+    local = sweep_locality(m) if len(m) else None
+    if local is not None:
+        facts.append(("LLC locality", f"{'ok' if local.ok else 'fails'} (slope {local.slope:.2f})"))
     manifest = results.manifest if isinstance(results.manifest, dict) else {}
     if manifest.get("config_hash"):
         facts.append(("Config hash", str(manifest["config_hash"])))
-    cards = "".join(f'<div class="fact{" warn" if label in ("Failed checkpoints", "Unhealthy estimates") and value != "0" else ""}">'
+
+    def warned(label: str, value: str) -> bool:
+        if label in ("Failed checkpoints", "Unhealthy estimates"):
+            return value != "0"
+        return label == "LLC locality" and value.startswith("fails")
+    cards = "".join(f'<div class="fact{" warn" if warned(label, value) else ""}">'
                     f'<div class="fact-label">{e(label)}</div><div class="fact-value">{e(value)}</div></div>'
                     for label, value in facts)
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -258,7 +266,7 @@ def stages_html(results: Results) -> str:
             return " ".join(f'<code class="head">{e(h.strip())}</code>' for h in str(val).split(","))
         return e(val)
 
-    table = frame_html(rows, classes="data stages", cell=cell)
+    table = locality_warning_html(results) + frame_html(rows, classes="data stages", cell=cell)
     refined = refine_frame(results.manifest if isinstance(results.manifest, dict) else {})
     if refined is not None:
         table += ('<h3>Refined boundaries</h3><p class="muted">Checkpoints were added around these boundaries '
@@ -267,6 +275,17 @@ def stages_html(results: Results) -> str:
                   'too, since detection reruns on the whole run; a last row lists them when they did.</p>'
                   f'{frame_html(refined)}')
     return table
+
+
+def locality_warning_html(results: Results) -> str:
+    """A warning above the stages when the run's LLC fails the locality check: its types and boundaries
+    then follow the sampler's drift as much as the model's development. Empty when it passes."""
+    local = sweep_locality(results.metrics)
+    if local is None or local.ok:
+        return ""
+    return (f'<p class="bad"><b>The LLC of this run is not a local measurement</b>: {e(local.describe())}. '
+            'Read these stages with that in mind: set SGLD settings that keep the chains near w* '
+            '(<code>sweep.calibrate: auto</code>, or a smaller epsilon / larger gamma) and sweep again.</p>')
 
 
 def refine_frame(manifest: dict) -> pd.DataFrame | None:

@@ -182,6 +182,7 @@ def test_reproduction_script_runs_tiny(tmp_path, capsys):
     assert mod.main(["--tiny", "--out", str(tmp_path), "-q", "--markdown", str(tmp_path / "r.md")]) == 0
     text = capsys.readouterr().out
     assert "| 1 | LM1 |" in text and "previous-token head L0H" in text and "induction head L1H" in text
+    assert "LLC locality: " in text
     # the head scores are measured and printed before the LLC sweep (a time-boxed run still answers)
     assert text.index("quick look (loss, icl_score, heads") < text.index("previous-token head L0H") < text.index("| 1 | LM1 |")
     assert (tmp_path / "induction-paper-tiny" / "report.html").is_file()

@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import sys
+import warnings
 
 import pandas as pd
 import pytest
@@ -209,3 +210,35 @@ def test_refine_table_pairs_each_window_with_its_boundaries_before_and_after():
     # unchanged outside the windows: no such row
     info["after"].append({"start_step": 1600, "boundary_lo": 1525, "boundary_hi": 1675})
     assert len(refine_frame({"refine": info})) == 1
+
+
+def test_stages_of_a_run_whose_llc_is_not_local_carry_a_warning(tmp_path):
+    """Chains on a shared loss plateau (LLC = nbeta x (plateau - L_n(w*)): slope 0 by construction) — as
+    the paper-size H200 run of 2026-11-28 at epsilon 1e-3 — get a warning above the stages and a
+    'fails' card; chains that follow w* get neither."""
+    import numpy as np
+
+    from devinterp.transitions import detect_stages
+
+    steps = np.unique(np.round(np.geomspace(1, 3000, 30)).astype(int))
+    init = 4.2 - 1.0 / (1 + np.exp(-(np.log(steps) - 6.5) * 3))
+    nbeta = 1000.0
+
+    def report(llc, name):
+        m = normalize_metrics(pd.DataFrame([
+            dict(run="r", step=int(s), checkpoint=i, metric=metric, value=float(v), stderr=1.0, healthy=True,
+                 init_loss=float(L), nbeta=nbeta)
+            for i, (s, v, L) in enumerate(zip(steps, llc, init))
+            for metric, v in (("llc", v), ("loss", L))]))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            stages = detect_stages(m, bootstrap=0)
+        return render_report(Results(m, stages=stages), tmp_path / f"{name}.html").read_text()
+
+    forgot = report(nbeta * (4.37 - init), "forgot")
+    assert "The LLC of this run is not a local measurement" in forgot
+    assert forgot.index("not a local measurement") < forgot.index('class="data stages"')
+    assert '<div class="fact warn"><div class="fact-label">LLC locality</div><div class="fact-value">fails' in forgot
+    local = report(50 + 100 * (4.2 - init), "local")
+    assert "not a local measurement" not in local
+    assert '<div class="fact"><div class="fact-label">LLC locality</div><div class="fact-value">ok' in local
