@@ -180,6 +180,19 @@ def fixed_language_batches(n_sequences: int, batch_size: int, n_ctx: int, d_voca
     return list(language_batch(n_sequences, n_ctx, d_vocab, data, gen).split(batch_size))
 
 
+def sinusoidal_positions(n_ctx: int, d_model: int, row_norm: float) -> Tensor:
+    """Float[n_ctx, d_model] sinusoidal position codes (Vaswani et al. 2017: sin and cos of p / 10000^(2i/d)
+    in alternate columns), scaled so that every row has norm ``row_norm``. The code of position p - k
+    is a fixed rotation of the code of p, so a query-key map can single out the previous position
+    at every p at once: what a previous-token head needs."""
+    pos = torch.arange(n_ctx, dtype=torch.float64)[:, None]
+    freq = 10000.0 ** (-torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)
+    codes = torch.zeros(n_ctx, d_model, dtype=torch.float64)
+    codes[:, 0::2] = torch.sin(pos * freq)
+    codes[:, 1::2] = torch.cos(pos * freq)[:, : d_model // 2]
+    return (codes / codes.norm(dim=-1, keepdim=True) * row_norm).float()
+
+
 def train_language(config: RunConfig, run_dir: str | Path, progress: bool = True) -> DirectorySource:
     """Train ``config.recipe`` (a language recipe) into ``run_dir/checkpoints``; return the source.
 
@@ -201,6 +214,9 @@ def train_language(config: RunConfig, run_dir: str | Path, progress: bool = True
     torch.manual_seed(train.seed)
     # the bridge's initialisation (TransformerLens), trained as the fused model with the same names
     init = build_bridge(model_cfg, seed=train.seed).state_dict()
+    if train.pos_init == "sinusoidal":
+        init["pos_embed.weight"] = sinusoidal_positions(model_cfg.n_ctx, model_cfg.d_model,
+                                                        row_norm=float(init["pos_embed.weight"].norm(dim=-1).mean()))
     model = AttnOnlyTransformer.from_state_dict(model_cfg, init).to(device)
     opt = _optimizer(model, train)
     gen = torch.Generator(device=device).manual_seed(train.seed + 1)  # on a GPU, the data are made there

@@ -16,6 +16,7 @@ from devinterp.recipes.language import (
     language_batch,
     language_tables,
     markov_text,
+    sinusoidal_positions,
     zipf_probabilities,
 )
 
@@ -202,6 +203,49 @@ def test_reproduction_script_runs_tiny(tmp_path, capsys):
     rose = pd.DataFrame({"L1H0": [0.001, 0.001, 0.001, 0.4, 0.6]}, index=wide.index)
     lines = mod.head_order(Scores({"prev_token": wide, "induction": rose}), 1024)
     assert "half its rise at step 30" in lines[1] and "YES: previous-token head first" in lines[2]
+
+
+def test_sinusoidal_positions_make_the_previous_position_one_linear_map():
+    """Every row has the asked norm, and one matrix R maps the code of every position p to that of p - 1
+    (least squares over all p leaves no residual): a single query-key map finds the previous token
+    everywhere. Random codes have no such map."""
+    for n_ctx, d in ((128, 64), (1024, 256)):
+        codes = sinusoidal_positions(n_ctx, d, row_norm=0.8).double()
+        assert torch.allclose(codes.norm(dim=-1), torch.full((n_ctx,), 0.8, dtype=torch.float64), atol=1e-6)
+        R = torch.linalg.lstsq(codes[1:], codes[:-1]).solution
+        assert (codes[1:] @ R - codes[:-1]).norm() / codes[:-1].norm() < 1e-4
+        rand = torch.randn(n_ctx, d, dtype=torch.float64, generator=_gen(0))
+        R = torch.linalg.lstsq(rand[1:], rand[:-1]).solution
+        assert (rand[1:] @ R - rand[:-1]).norm() / rand[:-1].norm() > 0.5
+
+
+def test_pos_init_sinusoidal_changes_only_the_positional_embeddings_at_step_0(tmp_path):
+    from devinterp.checkpoints import DirectorySource
+    from devinterp.recipes.language import train_language
+
+    torch.set_num_threads(1)
+    spec = {**TINY_LANG, "recipe": {**TINY_LANG["recipe"], "train": {
+        "steps": 2, "batch_size": 4, "schedule": {"n_log": 2, "switch_step": 2, "linear_every": 2}}}}
+    states = {}
+    for init in ("random", "sinusoidal"):
+        spec["recipe"]["train"]["pos_init"] = init
+        config = parse_config(spec, "tests/recipes/test_language.py")
+        src = train_language(config, tmp_path / init, progress=False)
+        states[init] = src.load(src.checkpoints[0])
+    rand, sin = states["random"], states["sinusoidal"]
+    row_norm = float(rand["pos_embed.weight"].norm(dim=-1).mean())
+    torch.testing.assert_close(sin["pos_embed.weight"], sinusoidal_positions(32, 32, row_norm))
+    assert all(torch.equal(rand[k], sin[k]) for k in rand if k != "pos_embed.weight")
+    # at its default the option is not in the dump, so runs made before it keep their recipe hash
+    from devinterp.config import config_hash
+
+    spec["recipe"]["train"].pop("pos_init")
+    plain = parse_config(spec, "x")
+    assert "pos_init" not in plain.recipe.train.model_dump()
+    spec["recipe"]["train"]["pos_init"] = "random"
+    assert config_hash(parse_config(spec, "x").recipe) == config_hash(plain.recipe)
+    spec["recipe"]["train"]["pos_init"] = "sinusoidal"
+    assert config_hash(parse_config(spec, "x").recipe) != config_hash(plain.recipe)
 
 
 def _resume_config(schedule: dict, steps: int = 30):
