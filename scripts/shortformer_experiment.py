@@ -1,0 +1,102 @@
+#!/usr/bin/env python
+"""Does the paper's positional scheme form induction heads where learned absolute positions do not?
+
+Trains a language-recipe config's model with "shortformer" positions (the positional embedding added,
+after LayerNorm, to the inputs of queries and keys only, as TransformerLens 2's shortformer; the
+residual stream carries tokens alone) with the same initial weights, data stream and optimiser as
+`devinterp train`, and prints the held-out loss and the best layer-0 previous-token and layer-1
+induction scores (and their multiple of uniform attention's) every 500 steps. A standalone
+experiment: TransformerLens 4's native bridge has no shortformer positions, so such a model cannot go
+through the sweep; ``standard`` as the third argument runs the usual positions through this same
+code (a control: its head scores match `devinterp train`'s checkpoints).
+
+    python scripts/shortformer_experiment.py CONFIG STEPS [standard]
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from devinterp.config import load_config
+from devinterp.metrics.heads import chance_scores, induction_scores, previous_token_scores, repeated_random_tokens
+from devinterp.models.attn_only import AttnOnlyTransformer, build_bridge
+from devinterp.recipes.language import GENERATE_BATCHES, fixed_language_batches, language_batch
+
+
+class PositionsVariant(AttnOnlyTransformer):
+    """The attention-only model with shortformer positions (``standard=False``) or the usual ones."""
+
+    def __init__(self, cfg, standard: bool):
+        super().__init__(cfg)
+        self.standard = standard
+
+    def forward(self, tokens: Tensor, patterns: list[Tensor] | None = None) -> Tensor:
+        """Logits [batch, pos, vocab]; with ``patterns`` given, each layer's attention [batch, head, q, k]
+        is appended to it."""
+        T = tokens.shape[-1]
+        pos = self.pos_embed(torch.arange(T))
+        x = self.embed(tokens) + (pos if self.standard else 0)  # shortformer: tokens alone in the residual
+        causal = torch.ones(T, T, dtype=torch.bool).triu(1)
+        for block in self.blocks:
+            a = block.attn
+            v_in = block.ln1(x)
+            qk_in = v_in if self.standard else v_in + pos  # shortformer: positions enter queries and keys only
+
+            def heads(t: Tensor) -> Tensor:
+                return t.view(*x.shape[:-2], T, a.n_heads, a.d_head).transpose(-3, -2)
+
+            q, k, v = heads(a.q(qk_in)), heads(a.k(qk_in)), heads(a.v(v_in))
+            if patterns is None:
+                z = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=1 / math.sqrt(a.d_head))
+            else:
+                p = ((q @ k.transpose(-1, -2)) / math.sqrt(a.d_head)).masked_fill(causal, float("-inf")).softmax(-1)
+                patterns.append(p)
+                z = p @ v
+            x = x + a.o(z.transpose(-3, -2).reshape(*x.shape[:-2], T, -1))
+        return self.unembed(self.ln_final(x))
+
+
+def main(config_path: str, steps: int, standard: bool) -> None:
+    torch.set_num_threads(1)
+    cfg = load_config(config_path)
+    m, data, train = cfg.recipe.model, cfg.recipe.data, cfg.recipe.train
+    torch.manual_seed(train.seed)
+    model = PositionsVariant(m, standard)  # the initial weights of `devinterp train` (from the bridge)
+    model.load_state_dict(AttnOnlyTransformer.from_state_dict(m, build_bridge(m, seed=train.seed).state_dict()).state_dict())
+    opt = torch.optim.AdamW(model.parameters(), lr=train.lr, betas=(0.9, 0.999), weight_decay=train.weight_decay)
+    gen = torch.Generator().manual_seed(train.seed + 1)  # the trainer's data stream, in the trainer's chunks
+    held_out = torch.cat(fixed_language_batches(32, 32, m.n_ctx, m.d_vocab, data, seed=12345))
+    repeated = repeated_random_tokens(32, m.n_ctx // 2, m.d_vocab, seed=999)
+    chance = chance_scores(m.n_ctx)
+    t0, pending = time.time(), []
+    for step in range(steps + 1):
+        if step % 500 == 0:
+            with torch.no_grad():
+                held_patterns, rep_patterns = [], []
+                logits = model(held_out, held_patterns)
+                loss = F.cross_entropy(logits[:, :-1].reshape(-1, m.d_vocab), held_out[:, 1:].reshape(-1))
+                model(repeated, rep_patterns)
+                prev = float(previous_token_scores(held_patterns)[0].max())
+                ind = float(induction_scores(rep_patterns, repeated)[1].max())
+            print(f"step {step:6d} loss {float(loss):.3f}  L0 prev max {prev:.3f} ({prev / chance['prev_token']:.1f}x)  "
+                  f"L1 ind max {ind:.3f} ({ind / chance['induction']:.1f}x)  [{time.time() - t0:.0f}s]", flush=True)
+        if step == steps:
+            break
+        if not pending:
+            chunk = language_batch(train.batch_size * GENERATE_BATCHES["cpu"], m.n_ctx, m.d_vocab, data, gen)
+            pending = list(chunk.split(train.batch_size))
+        tokens = pending.pop(0)
+        loss = F.cross_entropy(model(tokens)[:, :-1].reshape(-1, m.d_vocab), tokens[:, 1:].reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
+        opt.step()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]), len(sys.argv) > 3 and sys.argv[3] == "standard")
