@@ -13,7 +13,8 @@ Between two checkpoints i and j with L*_i > L*_j, the locality slope is
     b = (E[L]_i - E[L]_j) / (L*_i - L*_j)   (1 = the chains keep all of the difference)
 
 with standard error from the two estimates' total stderrs / nbeta. It is judged on **every pair
-whose loss gap is at least LOCALITY_SPAN = 1/2 of the run's range** of L*, not only on the two
+whose loss gap is at least LOCALITY_SPAN = 1/2 of the run's range** of L* (over all its estimates,
+unhealthy ones too: :func:`sweep_locality`), not only on the two
 extremes: non-locality can hold for part of a run only. Measured: the calibrated 20k ICL sweep
 (delta 10) had chain mean losses 4.13-4.19 at every checkpoint up to step 2,916 (the loss of
 predicting 0 is 4.17) while L* fell 4.17 -> 2.12, and the chains followed L* only after step 3,839;
@@ -47,13 +48,14 @@ LOCALITY_Z = 2.0
 LOCALITY_SPAN = 0.5  # pairs judged: loss gap at least this share of the range of L*
 
 
-def judged_pairs(init_losses: Sequence[float]) -> list[tuple[int, int]]:
-    """The pairs (i, j) the check judges: finite L*_i - L*_j >= LOCALITY_SPAN x (max - min) > 0."""
+def judged_pairs(init_losses: Sequence[float], span: float | None = None) -> list[tuple[int, int]]:
+    """The pairs (i, j) the check judges: finite L*_i - L*_j >= LOCALITY_SPAN x span > 0, where span is
+    the range of L* over the run (default: max - min of ``init_losses``)."""
     L = np.asarray(init_losses, float)
     idx = np.flatnonzero(np.isfinite(L))
     if len(idx) < 2:
         return []
-    span = float(L[idx].max() - L[idx].min())
+    span = float(L[idx].max() - L[idx].min()) if span is None else float(span)
     if not span > 0:
         return []
     gap = L[idx][:, None] - L[idx][None, :]
@@ -120,22 +122,23 @@ class Locality:
 
 def locality(init_losses: Sequence[float], llcs: Sequence[float], stderrs: Sequence[float],
              nbetas: float | Sequence[float], labels: Sequence[str] | None = None, *,
-             z: float | None = None) -> Locality | None:
+             z: float | None = None, span: float | None = None) -> Locality | None:
     """The locality check of a set of estimates (one per checkpoint, same SGLD settings): the worst
     of the judged pairs (module docstring).
 
     init_losses: L_n(w*) per checkpoint (nats); llcs, stderrs: the LLC estimates and their total
     stderrs; nbetas: the inverse temperature (one value or one per checkpoint); labels: optional
     names of the checkpoints (e.g. "step 7") for ``where``; z: the threshold (default
-    :func:`pairs_z` of the number of judged pairs). Non-finite entries are ignored. Returns None when
-    fewer than two remain or their L_n(w*) are all equal.
+    :func:`pairs_z` of the number of judged pairs); span: the run's range of L_n(w*) that the judged
+    pairs' gaps are measured against (default: the range of the usable entries). Non-finite entries
+    are ignored. Returns None when no pair is judged.
     """
     L = np.asarray(init_losses, float)
     lam = np.asarray(llcs, float)
     se = np.asarray(stderrs, float)
     nb = np.broadcast_to(np.asarray(nbetas, float), L.shape)
     keep = np.isfinite(L) & np.isfinite(lam) & np.isfinite(nb) & (nb > 0)
-    pairs = judged_pairs(np.where(keep, L, np.nan))
+    pairs = judged_pairs(np.where(keep, L, np.nan), span)
     if not pairs:
         return None
     z = pairs_z(len(pairs)) if z is None else float(z)
@@ -154,20 +157,30 @@ def locality(init_losses: Sequence[float], llcs: Sequence[float], stderrs: Seque
 
 def sweep_locality(metrics) -> Locality | None:
     """:func:`locality` of a metrics table's healthy aggregate LLC rows (columns ``init_loss`` and
-    ``nbeta``, written by the sweep); None when the table lacks them. One run at a time: call it on
-    one run's rows. ``high``/``low`` index the rows used, in step order; ``where`` names their steps."""
+    ``nbeta``, written by the sweep); None when the table lacks them or no pair is judged. One run at
+    a time: call it on one run's rows. ``high``/``low`` index the rows used, in step order; ``where``
+    names their steps.
+
+    The judged pairs' loss gaps are measured against the range of L_n(w*) over every aggregate row,
+    unhealthy ones too: the loss the run gained, not the part of it that the healthy estimates
+    happen to cover. Where only checkpoints on a plateau are healthy (an H200 run of 2026-11-28:
+    L_n(w*) 4.23-4.29 nats healthy out of 4.23-8.96), their small gaps are not judged: there any
+    real LLC change between them would read as forgetting."""
     need = {"metric", "value", "stderr", "init_loss", "nbeta"}
     if not need <= set(metrics.columns):
         return None
     rows = metrics[metrics["metric"] == "llc"]
     if "chain" in rows.columns:
         rows = rows[rows["chain"].isna()]
+    every = rows["init_loss"].to_numpy(float)
+    every = every[np.isfinite(every)]
+    span = float(every.max() - every.min()) if len(every) else None
     if "healthy" in rows.columns:
         rows = rows[rows["healthy"].fillna(False).astype(bool)]
     rows = rows.sort_values("step")
     return locality(rows["init_loss"].to_numpy(float), rows["value"].to_numpy(float),
                     rows["stderr"].to_numpy(float), rows["nbeta"].to_numpy(float),
-                    labels=[f"step {int(s)}" for s in rows["step"]])
+                    labels=[f"step {int(s)}" for s in rows["step"]], span=span)
 
 
 def locality_line(metrics) -> str:
@@ -175,7 +188,8 @@ def locality_line(metrics) -> str:
     figures (:meth:`Locality.describe`); says so when the table cannot be judged."""
     local = sweep_locality(metrics)
     if local is None:
-        return "LLC locality: not judged (no healthy LLC rows with init_loss and nbeta, or one checkpoint)"
+        return ("LLC locality: not judged (no two healthy estimates whose L_n(w*) differ by half the run's range, "
+                "or no LLC rows with init_loss and nbeta)")
     verdict = "ok" if local.ok else "FAILS, so the stages follow the sampler's drift as much as development"
     return f"LLC locality: {verdict}: {local.describe()}"
 

@@ -66,6 +66,26 @@ def test_sweep_locality_reads_the_healthy_aggregate_llc_rows():
     assert "not judged" in locality_line(pd.DataFrame(rows).drop(columns=["init_loss"]))
 
 
+def test_pairs_are_judged_against_the_whole_runs_loss_range_not_the_healthy_part():
+    """As an H200 run (2026-11-28): the early checkpoints carry the loss drop (8.96 -> 4.3) but failed
+    R-hat, the healthy ones sit on a plateau (4.29 -> 4.23) where the LLC falls 87 -> 77. Judged on
+    the plateau's own range, that real fall reads as forgetting (slope << 1/2); against the run's
+    range no healthy pair is far enough apart to judge."""
+    steps = [0, 100, 1000, 3000, 4000, 9000, 15000]
+    init = [8.96, 5.0, 4.41, 4.27, 4.257, 4.292, 4.231]
+    llc = [20.0, 100.0, 100.0, 90.0, 87.5, 81.0, 77.0]
+    healthy = [False, False, False, False, True, True, True]
+    rows = [dict(run="r", step=s, metric="llc", chain=pd.NA, value=v, stderr=0.4, healthy=h, init_loss=L, nbeta=30.0)
+            for s, L, v, h in zip(steps, init, llc, healthy)]
+    assert sweep_locality(pd.DataFrame(rows)) is None
+    assert "not judged" in locality_line(pd.DataFrame(rows))
+    plateau_only = pd.DataFrame(rows[4:])  # what the check saw before: the plateau's range alone
+    assert not sweep_locality(plateau_only).ok
+    # where healthy estimates span the run, nothing changes: chains that forget w* still fail
+    forgot = [dict(r, healthy=True, value=30.0 * (9.5 - r["init_loss"])) for r in rows]
+    assert not sweep_locality(pd.DataFrame(forgot)).ok
+
+
 def test_detection_warns_when_the_chains_forget_w_star():
     """Chains on a shared plateau: the LLC is nbeta x (plateau - loss); detection still runs, warns
     and adds a note. With chains that follow w* it stays quiet."""

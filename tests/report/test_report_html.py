@@ -213,9 +213,8 @@ def test_refine_table_pairs_each_window_with_its_boundaries_before_and_after():
 
 
 def test_stages_of_a_run_whose_llc_is_not_local_carry_a_warning(tmp_path):
-    """Chains on a shared loss plateau (LLC = nbeta x (plateau - L_n(w*)): slope 0 by construction) — as
-    the paper-size H200 run of 2026-11-28 at epsilon 1e-3 — get a warning above the stages and a
-    'fails' card; chains that follow w* get neither."""
+    """Chains on a shared loss plateau (LLC = nbeta x (plateau - L_n(w*)): slope 0 by construction) get
+    a warning above the stages and a 'fails' card; chains that follow w* get neither."""
     import numpy as np
 
     from devinterp.transitions import detect_stages
