@@ -236,9 +236,10 @@ class LanguageTrainConfig(StrictModel):
     seed: int = Field(0, description="seed of the weights and of the training data stream")
     # left out of dumps at its default, so that runs made before the option keep their recipe hash
     pos_init: Literal["random", "sinusoidal"] = Field(
-        "random", exclude_if=lambda value: value == "random", description="initial positional embeddings: TransformerLens's random init, or sinusoids "
-        "(Vaswani et al. 2017) with the same row norm, under which 'attend to the previous position' is one "
-        "linear map; learned either way")
+        "random", exclude_if=lambda value: value == "random",
+        description="initial positional embeddings: TransformerLens's random init, or sinusoids (Vaswani et "
+        "al. 2017) with the same row norm, under which 'attend to the previous position' is one linear map; "
+        "learned either way")
     schedule: ScheduleConfig = Field(
         default_factory=lambda: ScheduleConfig(n_log=50, switch_step=1000, linear_every=1000),
         description="checkpoint steps: log-spaced, then linear")
