@@ -51,7 +51,8 @@ TINY = {
                          "schedule": {"n_log": 8, "switch_step": 100, "linear_every": 50}}},
     "sweep": {"eval_sequences": 64, "eval_batch_size": 32, "head_sequences": 16, "llc_sequences": 128,
               "llc": {"chains": 2, "draws": 20, "burnin": 10, "batch_size": 16, "init_loss_batches": 2,
-                      "compute_dtype": "float32", "epsilon": 1e-4, "gamma": 100.0, "nbeta": 30.0}},
+                      "compute_dtype": "float32", "compile": False, "epsilon": 1e-4, "gamma": 100.0,
+                      "nbeta": 30.0}},
 }
 
 
