@@ -11,18 +11,21 @@ through the sweep; ``standard`` as the third argument runs the usual positions t
 code (a control: its head scores match `devinterp train`'s checkpoints).
 
     python scripts/shortformer_experiment.py CONFIG STEPS [standard]
+
+CONFIG is a YAML file or the name of a variant of scripts/context_length_study.py (e.g. v64c128).
 """
 from __future__ import annotations
 
 import math
 import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from devinterp.config import load_config
+from devinterp.config import load_config, parse_config
 from devinterp.metrics.heads import chance_scores, induction_scores, previous_token_scores, repeated_random_tokens
 from devinterp.models.attn_only import AttnOnlyTransformer, build_bridge
 from devinterp.recipes.language import GENERATE_BATCHES, fixed_language_batches, language_batch
@@ -61,9 +64,21 @@ class PositionsVariant(AttnOnlyTransformer):
         return self.unembed(self.ln_final(x))
 
 
-def main(config_path: str, steps: int, standard: bool) -> None:
+def load(config: str):
+    """A run config from a YAML file, or a variant of scripts/context_length_study.py by name."""
+    if Path(config).is_file():
+        return load_config(config)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from context_length_study import VARIANTS, variant_config
+
+    if config not in VARIANTS:
+        sys.exit(f"{config}: neither a config file nor a variant of context_length_study.py ({', '.join(VARIANTS)})")
+    return parse_config(variant_config(config), f"context_length_study.py:{config}")
+
+
+def main(config: str, steps: int, standard: bool) -> None:
     torch.set_num_threads(1)
-    cfg = load_config(config_path)
+    cfg = load(config)
     m, data, train = cfg.recipe.model, cfg.recipe.data, cfg.recipe.train
     torch.manual_seed(train.seed)
     model = PositionsVariant(m, standard)  # the initial weights of `devinterp train` (from the bridge)

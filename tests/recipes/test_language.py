@@ -309,3 +309,26 @@ def test_resume_names_the_missing_or_foreign_training_state(tmp_path):
     torch.save({**state, "data_device": "cuda"}, path)
     with pytest.raises(ValueError, match=r"0\.train_state\.pt: the run's data were generated on cuda"):
         resume_language(config, tmp_path, 0, [3], progress=False)
+
+
+def test_context_length_study_variants_are_valid_configs_that_differ_only_where_stated():
+    import importlib.util
+    from pathlib import Path
+
+    from devinterp.config import load_config
+
+    scripts = Path(__file__).resolve().parents[2] / "scripts"
+    spec = importlib.util.spec_from_file_location("context_length_study", scripts / "context_length_study.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    base = load_config(scripts.parent / "configs" / "induction-cpu.yaml")
+    for name, (vocab, ctx, trigrams, (n, lo, hi), pos_init, steps) in mod.VARIANTS.items():
+        cfg = parse_config(mod.variant_config(name), name)
+        r = cfg.recipe
+        assert (r.model.d_vocab, r.model.n_ctx, r.data.trigram_contexts) == (vocab, ctx, trigrams)
+        assert (r.data.n_copies, r.data.span_min, r.data.span_max, r.train.pos_init, r.train.steps) == (
+            n, lo, hi, pos_init, steps)
+        # everything else as the CPU stand-in
+        assert (r.model.d_model, r.model.n_heads, r.train.lr, r.train.batch_size) == (
+            base.recipe.model.d_model, base.recipe.model.n_heads, base.recipe.train.lr, base.recipe.train.batch_size)
+        assert cfg.sweep.llc == base.sweep.llc
