@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import pandas as pd
@@ -32,6 +33,14 @@ class Results:
         if len(self.metrics):
             return str(self.metrics["run"].iloc[0])
         return str(self.manifest.get("run", self.path.name if self.path else "run"))
+
+    @cached_property
+    def locality(self):
+        """The run's LLC locality check (:func:`devinterp.locality.sweep_locality` of ``metrics``;
+        None when it cannot be judged), computed once per Results."""
+        from devinterp.locality import sweep_locality
+
+        return sweep_locality(self.metrics)
 
     def series(self, metric: str) -> pd.DataFrame:
         """Model-level rows of ``metric`` (aggregate rows only, no per-chain rows), sorted by step."""

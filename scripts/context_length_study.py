@@ -10,6 +10,7 @@ order lines of scripts/reproduce_induction_paper.py. On a 2-core CPU, one thread
 10-25 minutes each (context 128 is the slow one).
 
     python scripts/context_length_study.py [--out out/context-study] [--only v64c128 v64c128sin]
+    python scripts/context_length_study.py --write-config v512c128sin-12k c.yaml   # for reproduce_*.py
 """
 
 from __future__ import annotations
@@ -32,10 +33,15 @@ VARIANTS = {
     "v64c128sin": (64, 128, 25, (6, 8, 16), "sinusoidal", 8_000),
     "v512c128sin": (512, 128, 200, (4, 8, 24), "sinusoidal", 8_000),
 }
+# not in the table: the run measured end to end (LLC too) with scripts/reproduce_induction_paper.py
+LONGER = {"v512c128sin-12k": ("v512c128sin", 12_000)}
 
 
 def variant_config(name: str) -> dict:
+    """The raw config of a variant (of VARIANTS, or of LONGER: a variant trained longer)."""
+    name, longer = LONGER.get(name, (name, None))
     vocab, ctx, trigrams, (n_copies, span_min, span_max), pos_init, steps = VARIANTS[name]
+    steps = longer or steps
     raw = yaml.safe_load(BASE.read_text())
     return merge(raw, {"name": name, "recipe": {
         "model": {"n_ctx": ctx, "d_vocab": vocab},
@@ -47,7 +53,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="out/context-study", help="parent folder of the runs (default: %(default)s)")
     parser.add_argument("--only", nargs="*", choices=sorted(VARIANTS), help="variants to run (default: all)")
+    parser.add_argument("--write-config", nargs=2, metavar=("VARIANT", "PATH"),
+                        help=f"only write a variant's config YAML (also {', '.join(LONGER)}) and exit")
     args = parser.parse_args(argv)
+    if args.write_config:
+        name, path = args.write_config
+        if name not in VARIANTS and name not in LONGER:
+            parser.error(f"--write-config: unknown variant {name!r}")
+        Path(path).write_text(yaml.safe_dump({**variant_config(name), "name": name}, sort_keys=False))
+        return 0
 
     from devinterp import api
     from devinterp.config import parse_config, with_metrics

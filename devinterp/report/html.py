@@ -19,7 +19,7 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
 from devinterp import _io
-from devinterp.locality import LOCALITY_MIN, sweep_locality
+from devinterp.locality import LOCALITY_MIN
 from devinterp.report import figures as F
 from devinterp.results import Results
 from devinterp.sweep.calibration import calibration_summary
@@ -199,7 +199,7 @@ def header_html(results: Results, statuses: pd.DataFrame, title: str | None = No
         ("Failed checkpoints", str(failed)),
         ("Unhealthy estimates", str(unhealthy)),
     ]
-    local = sweep_locality(m) if len(m) else None
+    local = results.locality if len(m) else None
     if local is not None:
         facts.append(("LLC locality", f"{'ok' if local.ok else 'fails'} (slope {local.slope:.2f})"))
     manifest = results.manifest if isinstance(results.manifest, dict) else {}
@@ -280,7 +280,7 @@ def stages_html(results: Results) -> str:
 def locality_warning_html(results: Results) -> str:
     """A warning above the stages when the run's LLC fails the locality check: its types and boundaries
     then follow the sampler's drift as much as the model's development. Empty when it passes."""
-    local = sweep_locality(results.metrics)
+    local = results.locality
     if local is None or local.ok:
         return ""
     return (f'<p class="bad"><b>The LLC of this run is not a local measurement</b>: {e(local.describe())}. '
@@ -337,7 +337,7 @@ def diagnostics_html(results: Results, figs: _Figures, spec: F.FigureSpec) -> st
                      f'{frame_html(shown, classes="data failed")}{more}')
     else:
         parts.append('<p>No estimate in the table failed its diagnostics.</p>')
-    local = sweep_locality(results.metrics)
+    local = results.locality
     if local is not None:
         parts.append(f'<p class="{"" if local.ok else "bad"}"><b>Locality across checkpoints</b>: '
                      f'{html.escape(local.describe())}. The chains\' mean loss should follow L<sub>n</sub>(w*) '

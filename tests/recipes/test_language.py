@@ -332,3 +332,7 @@ def test_context_length_study_variants_are_valid_configs_that_differ_only_where_
         assert (r.model.d_model, r.model.n_heads, r.train.lr, r.train.batch_size) == (
             base.recipe.model.d_model, base.recipe.model.n_heads, base.recipe.train.lr, base.recipe.train.batch_size)
         assert cfg.sweep.llc == base.sweep.llc
+    longer = parse_config(mod.variant_config("v512c128sin-12k"), "longer")
+    assert longer.recipe.train.steps == 12_000
+    assert longer.recipe.model_copy(update={"train": longer.recipe.train.model_copy(update={"steps": 8_000})}) == \
+        parse_config(mod.variant_config("v512c128sin"), "v").recipe
