@@ -49,7 +49,11 @@ Rule (REFERENCE.md §1.5):
    (RRR (4,3,8,0), gamma 0.361, eps 5.6e-4: below 0.1 in the screen, 0.25 over 9,000 steps).
    *Locality across the probes* (:mod:`devinterp.locality`): a candidate that passes at every probed
    model is still rejected when the chains' mean loss E[L] = L_n(w*) + llc/nbeta does not follow
-   L_n(w*) between two probes whose L_n(w*) differ by at least half of the probes' range: slope
+   L_n(w*) between two probes whose L_n(w*) differ by at least half of the range of the probes at
+   a minimum (not every probe's, as the sweep's check uses the run's whole range: with a probe off a
+   minimum far above the others, that would leave the pairs that see forgetting unjudged; measured on
+   the Gaussian wells with a hill, test_calibration_search_shortcuts_change_nothing_they_skip, it
+   chose delta 0.03, where both wells' chains sat on the plateau, mean loss 1.0 at L_n(w*) 0.7 and 0.5): slope
    significantly below 1/2 (the chains keep less than half of the loss difference, i.e. they have
    spread past the basin into a region both checkpoints share). Every trace is stationary there,
    so no per-model check sees it. Its threshold z is fixed up front from every probe's L_n(w*).
