@@ -11,6 +11,11 @@ order lines of scripts/reproduce_induction_paper.py. On a 2-core CPU, one thread
 
     python scripts/context_length_study.py [--out out/context-study] [--only v64c128 v64c128sin]
     python scripts/context_length_study.py --write-config v512c128sin-12k c.yaml   # for reproduce_*.py
+
+The DERIVED variants (a row with overrides) run when named, e.g. context 512 with the paper
+config's sparse copied spans (about 30 minutes to train on one core):
+
+    python scripts/context_length_study.py --only v512c512sin-sparse
 """
 
 from __future__ import annotations
@@ -33,34 +38,47 @@ VARIANTS = {
     "v64c128sin": (64, 128, 25, (6, 8, 16), "sinusoidal", 8_000),
     "v512c128sin": (512, 128, 200, (4, 8, 24), "sinusoidal", 8_000),
 }
-# not in the table: the run measured end to end (LLC too) with scripts/reproduce_induction_paper.py
-LONGER = {"v512c128sin-12k": ("v512c128sin", 12_000)}
+# variants of a VARIANTS row, with recipe overrides: name -> (row, overrides)
+DERIVED = {
+    # the run measured end to end (LLC too) with scripts/reproduce_induction_paper.py
+    "v512c128sin-12k": ("v512c128sin", {"train": {"steps": 12_000}}),
+    # context 512 with the copied spans of configs/induction-paper.yaml scaled to it (two of 16-64
+    # tokens, each kept with probability 1/2: about 8% of the tokens, as four in 1,024 there; the
+    # table's rows copy about half), batch 8 so a step sees the rows' 4,096 tokens
+    "v512c512sin-sparse": ("v512c128sin", {"model": {"n_ctx": 512},
+                                            "data": {"copy_prob": 0.5, "n_copies": 2, "span_min": 16, "span_max": 64},
+                                            "train": {"steps": 12_000, "batch_size": 8}}),
+    # the same with the row's copied spans scaled to context 512 (16 of 8-24 tokens: about half)
+    "v512c512sin-dense": ("v512c128sin", {"model": {"n_ctx": 512}, "data": {"n_copies": 16},
+                                           "train": {"steps": 12_000, "batch_size": 8}}),
+}
 
 
 def variant_config(name: str) -> dict:
-    """The raw config of a variant (of VARIANTS, or of LONGER: a variant trained longer)."""
-    name, longer = LONGER.get(name, (name, None))
-    vocab, ctx, trigrams, (n_copies, span_min, span_max), pos_init, steps = VARIANTS[name]
-    steps = longer or steps
+    """The raw config of a variant (of VARIANTS, or of DERIVED: a VARIANTS row with overrides)."""
+    row, overrides = DERIVED.get(name, (name, {}))
+    vocab, ctx, trigrams, (n_copies, span_min, span_max), pos_init, steps = VARIANTS[row]
     raw = yaml.safe_load(BASE.read_text())
-    return merge(raw, {"name": name, "recipe": {
+    raw = merge(raw, {"name": name, "recipe": {
         "model": {"n_ctx": ctx, "d_vocab": vocab},
         "data": {"trigram_contexts": trigrams, "n_copies": n_copies, "span_min": span_min, "span_max": span_max},
         "train": {"steps": steps, "pos_init": pos_init, "schedule": SCHEDULE}}})
+    return merge(raw, {"recipe": overrides})
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="out/context-study", help="parent folder of the runs (default: %(default)s)")
-    parser.add_argument("--only", nargs="*", choices=sorted(VARIANTS), help="variants to run (default: all)")
+    parser.add_argument("--only", nargs="*", choices=sorted(VARIANTS) + sorted(DERIVED),
+                        help="variants to run (default: the table's, every VARIANTS row)")
     parser.add_argument("--write-config", nargs=2, metavar=("VARIANT", "PATH"),
-                        help=f"only write a variant's config YAML (also {', '.join(LONGER)}) and exit")
+                        help=f"only write a variant's config YAML (also {', '.join(DERIVED)}) and exit")
     args = parser.parse_args(argv)
     if args.write_config:
         name, path = args.write_config
-        if name not in VARIANTS and name not in LONGER:
+        if name not in VARIANTS and name not in DERIVED:
             parser.error(f"--write-config: unknown variant {name!r}")
-        Path(path).write_text(yaml.safe_dump({**variant_config(name), "name": name}, sort_keys=False))
+        Path(path).write_text(yaml.safe_dump(variant_config(name), sort_keys=False))
         return 0
 
     from devinterp import api
@@ -75,7 +93,9 @@ def main(argv: list[str] | None = None) -> int:
         api.sweep(source, quick, out, progress=False)
         results = load_results(api.run_dir_for(config, out))
         loss, icl = results.series("loss")["value"], results.series("icl_score")["value"]
-        print(f"{name}: {VARIANTS[name]}: loss {loss.iloc[0]:.2f} -> {loss.iloc[-1]:.2f}, "
+        row, overrides = DERIVED.get(name, (name, {}))
+        print(f"{name}: {VARIANTS[row]}{f' with {overrides}' if overrides else ''}: loss {loss.iloc[0]:.2f} -> "
+              f"{loss.iloc[-1]:.2f}, "
               f"ICL score (last) {icl.iloc[-1]:+.3f}")
         print("\n".join("  " + line for line in head_order(results, config.recipe.model.n_ctx)), flush=True)
     return 0

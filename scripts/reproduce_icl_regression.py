@@ -11,12 +11,15 @@ REFERENCE.md §2.2 (number, type, order, boundaries in log step) and answers two
 1. Are the first stages type A (loss down, LLC up)?
 2. Does the LLC fall later (the paper's LR3/LR4, type B)?
 
-LLC settings: the config's. Since session 5 both ICL configs use `calibrate: auto`: calibrate_llc
-probes six checkpoints (first, last, quartiles by index, middle by step), and with the locality check
-(devinterp.locality) rejects delta = gamma/sqrt(nbeta) up to 3, where the chains forget w* (their
-mean loss 4.3-4.8 nats at every probe, above predicting 0), and chooses delta 10 (epsilon 3.16e-4,
-gamma 81.65, nbeta 66.67, slope 0.70); the 20k run then finds A, A, B, B (BENCHMARKS.md). Earlier,
-with fixed settings (history, BENCHMARKS.md, issue 7):
+LLC settings: the config's. Both ICL configs use `calibrate: auto`: calibrate_llc probes six
+checkpoints (first, last, quartiles by index, middle by step), and with the locality check
+(devinterp.locality, every pair of probes at least half their range apart) rejects delta =
+gamma/sqrt(nbeta) up to 10, where the chains forget w* (their mean loss at the loss of predicting 0
+up to mid-run), and chooses delta 30 (epsilon 1e-4, gamma 245, nbeta 66.67); the 20k run then finds
+A, A, B, A (docs/reproductions.md; an earlier run split the early A into four). When the check
+judged only the two extreme probes it chose delta 10 and found A, A, B, B, its first two stages the
+loss curve upside down. Earlier, with fixed
+settings (history, BENCHMARKS.md, issue 7):
 
 * the paper's own SGLD settings (epsilon 3e-4, nbeta 66.67, gamma 6.67; REFERENCE.md §2.2) were
   healthy at every checkpoint but the chains' loss climbed to about that of predicting 0 (locality

@@ -332,7 +332,21 @@ def test_context_length_study_variants_are_valid_configs_that_differ_only_where_
         assert (r.model.d_model, r.model.n_heads, r.train.lr, r.train.batch_size) == (
             base.recipe.model.d_model, base.recipe.model.n_heads, base.recipe.train.lr, base.recipe.train.batch_size)
         assert cfg.sweep.llc == base.sweep.llc
+    row = parse_config(mod.variant_config("v512c128sin"), "v").recipe
     longer = parse_config(mod.variant_config("v512c128sin-12k"), "longer")
     assert longer.recipe.train.steps == 12_000
-    assert longer.recipe.model_copy(update={"train": longer.recipe.train.model_copy(update={"steps": 8_000})}) == \
-        parse_config(mod.variant_config("v512c128sin"), "v").recipe
+    assert longer.recipe.model_copy(update={"train": longer.recipe.train.model_copy(update={"steps": 8_000})}) == row
+    wide = parse_config(mod.variant_config("v512c512sin-sparse"), "wide").recipe
+    assert (wide.model.n_ctx, wide.train.batch_size, wide.train.steps) == (512, 8, 12_000)
+    # copies as configs/induction-paper.yaml at context 1024, scaled to 512: the same expected share
+    paper = load_config(scripts.parent / "configs" / "induction-paper.yaml").recipe
+
+    def copied_share(r):
+        return r.data.n_copies * r.data.copy_prob * (r.data.span_min + r.data.span_max) / 2 / r.model.n_ctx
+
+    assert copied_share(wide) == pytest.approx(copied_share(paper))
+    # everything else as the row it derives from
+    assert wide.model.model_copy(update={"n_ctx": row.model.n_ctx}) == row.model
+    assert wide.data.model_copy(update={k: getattr(row.data, k) for k in ("copy_prob", "n_copies", "span_min",
+                                                                           "span_max")}) == row.data
+    assert wide.train.model_copy(update={"batch_size": row.train.batch_size, "steps": row.train.steps}) == row.train
