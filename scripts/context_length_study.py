@@ -13,7 +13,7 @@ order lines of scripts/reproduce_induction_paper.py. On a 2-core CPU, one thread
     python scripts/context_length_study.py --write-config v512c128sin-12k c.yaml   # for reproduce_*.py
 
 The DERIVED variants (a row with overrides) run when named, e.g. context 512 with the paper
-config's sparse copied spans (about 30 minutes to train on one core):
+config's sparse copied spans (about 40 minutes to train on one core beside other jobs):
 
     python scripts/context_length_study.py --only v512c512sin-sparse
 """
@@ -94,9 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         results = load_results(api.run_dir_for(config, out))
         loss, icl = results.series("loss")["value"], results.series("icl_score")["value"]
         row, overrides = DERIVED.get(name, (name, {}))
-        print(f"{name}: {VARIANTS[row]}{f' with {overrides}' if overrides else ''}: loss {loss.iloc[0]:.2f} -> "
-              f"{loss.iloc[-1]:.2f}, "
-              f"ICL score (last) {icl.iloc[-1]:+.3f}")
+        print(f"{name}: {VARIANTS[row]}{f' with {overrides}' if overrides else ''}: "
+              f"loss {loss.iloc[0]:.2f} -> {loss.iloc[-1]:.2f}, ICL score (last) {icl.iloc[-1]:+.3f}")
         print("\n".join("  " + line for line in head_order(results, config.recipe.model.n_ctx)), flush=True)
     return 0
 

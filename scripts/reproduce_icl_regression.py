@@ -18,8 +18,7 @@ gamma/sqrt(nbeta) up to 10, where the chains forget w* (their mean loss at the l
 up to mid-run), and chooses delta 30 (epsilon 1e-4, gamma 245, nbeta 66.67); the 20k run then finds
 A, A, B, A (docs/reproductions.md; an earlier run split the early A into four). When the check
 judged only the two extreme probes it chose delta 10 and found A, A, B, B, its first two stages the
-loss curve upside down. Earlier, with fixed
-settings (history, BENCHMARKS.md, issue 7):
+loss curve upside down. Earlier, with fixed settings (history, BENCHMARKS.md, issue 7):
 
 * the paper's own SGLD settings (epsilon 3e-4, nbeta 66.67, gamma 6.67; REFERENCE.md §2.2) were
   healthy at every checkpoint but the chains' loss climbed to about that of predicting 0 (locality

@@ -50,10 +50,10 @@ Rule (REFERENCE.md §1.5):
    *Locality across the probes* (:mod:`devinterp.locality`): a candidate that passes at every probed
    model is still rejected when the chains' mean loss E[L] = L_n(w*) + llc/nbeta does not follow
    L_n(w*) between two probes whose L_n(w*) differ by at least half of the range of the probes at
-   a minimum (not every probe's, as the sweep's check uses the run's whole range: with a probe off a
-   minimum far above the others, that would leave the pairs that see forgetting unjudged; measured on
-   the Gaussian wells with a hill, test_calibration_search_shortcuts_change_nothing_they_skip, it
-   chose delta 0.03, where both wells' chains sat on the plateau, mean loss 1.0 at L_n(w*) 0.7 and 0.5): slope
+   a minimum (not every probe's, the sweep's rule: a probe off a minimum far above the others would
+   then leave the pairs that see forgetting unjudged; on the Gaussian wells with a hill,
+   test_calibration_search_shortcuts_change_nothing_they_skip, that rule chose delta 0.03, where both
+   wells' chains sat on the plateau, mean loss 1.0 at L_n(w*) 0.7 and 0.5): slope
    significantly below 1/2 (the chains keep less than half of the loss difference, i.e. they have
    spread past the basin into a region both checkpoints share). Every trace is stationary there,
    so no per-model check sees it. Its threshold z is fixed up front from every probe's L_n(w*).

@@ -350,3 +350,8 @@ def test_context_length_study_variants_are_valid_configs_that_differ_only_where_
     assert wide.data.model_copy(update={k: getattr(row.data, k) for k in ("copy_prob", "n_copies", "span_min",
                                                                            "span_max")}) == row.data
     assert wide.train.model_copy(update={"batch_size": row.train.batch_size, "steps": row.train.steps}) == row.train
+    # the dense control: the row's copied share at context 512, the rest as the sparse variant
+    dense = parse_config(mod.variant_config("v512c512sin-dense"), "dense").recipe
+    assert copied_share(dense) == pytest.approx(copied_share(row))
+    assert dense.model == wide.model and dense.train == wide.train
+    assert dense.data.model_copy(update={"n_copies": row.data.n_copies}) == row.data
