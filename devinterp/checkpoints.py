@@ -358,7 +358,8 @@ class HuggingFaceSource(ListedSource):
             if cfg_file.is_file():
                 raw = json.loads(cfg_file.read_text())
                 fields = {k: v for k, v in raw.items() if k in ModelConfig.model_fields}
-                if raw.get("model_type") == "devinterp-attn-only" or set(fields) == set(ModelConfig.model_fields):
+                required = set(ModelConfig.model_fields) - {"positional_embedding_type"}  # optional, newer
+                if raw.get("model_type") == "devinterp-attn-only" or required <= set(fields):
                     return ModelConfig.model_validate(fields)
                 if self.model is None:
                     arch = raw.get("architectures") or raw.get("model_type")

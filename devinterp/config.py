@@ -71,6 +71,13 @@ class ModelConfig(StrictModel):
     d_head: int = Field(16, ge=1, description="width of one head")
     n_ctx: int = Field(64, ge=4, description="context length in tokens")
     d_vocab: int = Field(64, ge=4, description="vocabulary size")
+    # TransformerLens's name and values; left out of dumps at its default, so that runs and checkpoints
+    # made before the option keep their hashes and metadata
+    positional_embedding_type: Literal["standard", "rotary"] = Field(
+        "standard", exclude_if=lambda value: value == "standard",
+        description="standard: learned absolute positions added to the residual stream; rotary: RoPE (Su et "
+        "al. 2021) on queries and keys only, so positions stay out of the residual stream (as the paper's "
+        "shortformer positions) and 'attend to the previous token' is the same map at every position")
 
 
 class InductionDataConfig(StrictModel):
@@ -261,6 +268,11 @@ class LanguageRecipeConfig(StrictModel):
 
     @model_validator(mode="after")
     def _spans_fit(self) -> "LanguageRecipeConfig":
+        if self.train.pos_init != "random" and self.model.positional_embedding_type == "rotary":
+            raise ValueError(
+                f"train.pos_init: {self.train.pos_init} needs positional embeddings, and "
+                "model.positional_embedding_type: rotary has none (leave pos_init out)"
+            )
         if 2 * self.data.span_max > self.model.n_ctx:
             raise ValueError(
                 f"data.span_max ({self.data.span_max}) is too long for model.n_ctx ({self.model.n_ctx}): "

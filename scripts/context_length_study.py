@@ -51,6 +51,16 @@ DERIVED = {
     # the same with the row's copied spans scaled to context 512 (16 of 8-24 tokens: about half)
     "v512c512sin-dense": ("v512c128sin", {"model": {"n_ctx": 512}, "data": {"n_copies": 16},
                                            "train": {"steps": 12_000, "batch_size": 8}}),
+    # the sparse variant with rotary positions (RoPE on queries and keys; no positional embedding, so
+    # no position init): positions out of the residual stream, as the paper's shortformer ones
+    "v512c512rot-sparse": ("v512c128sin", {"model": {"n_ctx": 512, "positional_embedding_type": "rotary"},
+                                            "data": {"copy_prob": 0.5, "n_copies": 2, "span_min": 16, "span_max": 64},
+                                            "train": {"steps": 12_000, "batch_size": 8, "pos_init": "random"}}),
+    # rotary at the paper's context 1,024 with configs/induction-paper.yaml's copied spans (four of
+    # 16-64 tokens, each p 1/2), batch 4 so a step still sees 4,096 tokens
+    "v512c1024rot-sparse": ("v512c128sin", {"model": {"n_ctx": 1024, "positional_embedding_type": "rotary"},
+                                             "data": {"copy_prob": 0.5, "n_copies": 4, "span_min": 16, "span_max": 64},
+                                             "train": {"steps": 12_000, "batch_size": 4, "pos_init": "random"}}),
 }
 
 

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from devinterp.llc.backends import ChainLoss
 from devinterp.llc.params import FlatParams
+from devinterp.models.attn_only import apply_rotary
 
 LN_EPS = 1e-5
 
@@ -56,11 +57,12 @@ EMBEDDINGS = ("embed.weight", "pos_embed.weight")  # kept in float32 (gather + s
 
 
 def chain_losses(P: dict[str, Tensor], tokens: Tensor, n_layers: int, n_heads: int, d_head: int, explicit: bool,
-                 dtype: torch.dtype = torch.float32) -> Tensor:
+                 dtype: torch.dtype = torch.float32, rotary: tuple[Tensor, Tensor] | None = None) -> Tensor:
     """Mean next-token cross-entropy per chain: P[name] = [C, *shape], tokens Long[B, T] -> Float[C].
 
     ``dtype``: the compute dtype of everything between the embedding and the logits; the losses are
-    computed (and returned) in float32.
+    computed (and returned) in float32. ``rotary``: RoPE's (cos, sin) tables
+    (:func:`~devinterp.models.attn_only.rotary_tables`) for a model without ``pos_embed``.
     """
     P = {k: (v if k in EMBEDDINGS else v.to(dtype)) for k, v in P.items()}
     emb = P["embed.weight"]  # [C, V, d]
@@ -69,7 +71,9 @@ def chain_losses(P: dict[str, Tensor], tokens: Tensor, n_layers: int, n_heads: i
     H, dh = n_heads, d_head
     # embedding of chain c = row (c*V + token) of the stacked tables
     idx = tokens.reshape(1, -1) + (torch.arange(C, device=tokens.device) * V).view(C, 1)
-    x = F.embedding(idx, emb.reshape(C * V, d)).view(C, B, T, d) + P["pos_embed.weight"][:, :T].unsqueeze(1)
+    x = F.embedding(idx, emb.reshape(C * V, d)).view(C, B, T, d)
+    if rotary is None:
+        x = x + P["pos_embed.weight"][:, :T].unsqueeze(1)
     x = x.to(dtype)
     if explicit:
         mask = torch.full((T, T), float("-inf"), device=tokens.device, dtype=dtype).triu(1).expand(C * B * H, T, T)
@@ -80,6 +84,8 @@ def chain_losses(P: dict[str, Tensor], tokens: Tensor, n_layers: int, n_heads: i
         b_qkv = torch.cat([P[pre + "attn.q.bias"], P[pre + "attn.k.bias"], P[pre + "attn.v.bias"]], 1)
         qkv = torch.baddbmm(b_qkv.unsqueeze(1), h, w_qkv.transpose(1, 2))  # [C, B*T, 3*H*dh]
         q, k, v = qkv.view(C, B, T, 3, H, dh).permute(3, 0, 1, 4, 2, 5).reshape(3, C * B * H, T, dh).unbind(0)
+        if rotary is not None:
+            q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
         if explicit:
             s = torch.baddbmm(mask, q, k.transpose(1, 2), alpha=1.0 / math.sqrt(dh))  # scores + causal mask
             z = torch.bmm(torch.softmax(s, -1), v)
@@ -106,6 +112,8 @@ class FusedAttnOnlyLoss(ChainLoss):
         cfg = self.model.cfg
         self._dims = (cfg.n_layers, cfg.n_heads, cfg.d_head)
         self._dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[self.compute_dtype]
+        self._rotary = ((self.model.rotary_cos.to(self.device), self.model.rotary_sin.to(self.device))
+                        if self.model.rotary else None)
         # explicit attention scores only for bf16 on CPU (faster there); on CUDA the fused kernel
         # (flash attention in bf16) never materialises the [T, T] scores.
         self._explicit = self.compute_dtype != "float32" and torch.device(self.device).type == "cpu"
@@ -116,7 +124,7 @@ class FusedAttnOnlyLoss(ChainLoss):
     def _forward_checked(self, P: dict[str, Tensor], tokens: Any) -> Tensor:
         if not isinstance(tokens, Tensor) or tokens.dim() != 2:
             raise ValueError(f"the fused AttnOnlyTransformer loss needs token batches Long[batch, pos], got {type(tokens).__name__}")
-        return self._forward(P, tokens, *self._dims, explicit=self._explicit, dtype=self._dtype)
+        return self._forward(P, tokens, *self._dims, explicit=self._explicit, dtype=self._dtype, rotary=self._rotary)
 
     def loss_and_grad(self, W: Tensor, batch: Any) -> tuple[Tensor, Tensor]:
         # the per-parameter views are the autograd leaves: differentiating through the slicing of W

@@ -7,7 +7,9 @@
   path that SGLD runs thousands of times. Tests check its logits equal the bridge's.
 
 Architecture (TransformerLens defaults for ``attn_only=True``): token + learned positional
-embedding, then per layer ``x = x + Attn(LN(x))``, then ``LN`` and unembed. Linear layers use the
+embedding, then per layer ``x = x + Attn(LN(x))``, then ``LN`` and unembed. With
+``positional_embedding_type="rotary"`` there is no ``pos_embed``: queries and keys are rotated by
+:func:`apply_rotary` (TransformerLens's native RoPE: adjacent pairs, base 10,000, all of d_head). Linear layers use the
 ``nn.Linear`` layout ``[out, in]``; q/k/v weights are ``[n_heads*d_head, d_model]`` with head h in
 rows ``h*d_head:(h+1)*d_head``; ``o.weight`` is ``[d_model, n_heads*d_head]``.
 """
@@ -23,6 +25,22 @@ from torch import Tensor, nn
 from devinterp.config import ModelConfig
 
 LN_EPS = 1e-5  # TransformerLens LayerNorm epsilon
+ROTARY_BASE = 10_000.0  # TransformerLens's default rotary_base
+
+
+def rotary_tables(n_ctx: int, d_head: int, base: float = ROTARY_BASE) -> tuple[Tensor, Tensor]:
+    """RoPE's (cos, sin), each Float[n_ctx, d_head], in TransformerLens's adjacent-pair layout:
+    dimensions (2i, 2i+1) rotate together by angle ``pos * base**(-2i/d_head)``."""
+    inv_freq = 1.0 / (base ** (torch.arange(0, d_head, 2).float() / d_head))
+    angles = torch.outer(torch.arange(n_ctx).float(), inv_freq)
+    return angles.cos().repeat_interleave(2, -1), angles.sin().repeat_interleave(2, -1)
+
+
+def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate queries or keys ``x: [..., pos, d_head]`` by the tables' first ``pos`` rows."""
+    T = x.shape[-2]
+    rotated_half = torch.stack((-x[..., 1::2], x[..., 0::2]), dim=-1).flatten(-2)  # (x0, x1) -> (-x1, x0)
+    return x * cos[:T].to(x.dtype) + rotated_half * sin[:T].to(x.dtype)
 
 
 def bridge_config(cfg: ModelConfig, seed: int = 0, device: str = "cpu"):
@@ -32,6 +50,7 @@ def bridge_config(cfg: ModelConfig, seed: int = 0, device: str = "cpu"):
     return TransformerBridgeConfig(
         d_model=cfg.d_model, d_head=cfg.d_head, n_heads=cfg.n_heads, n_layers=cfg.n_layers,
         n_ctx=cfg.n_ctx, d_vocab=cfg.d_vocab, attn_only=True, seed=seed, device=device,
+        positional_embedding_type=cfg.positional_embedding_type, rotary_base=ROTARY_BASE,
     )
 
 
@@ -61,7 +80,13 @@ class AttnOnlyTransformer(nn.Module):
         self.cfg = cfg
         d, hd = cfg.d_model, cfg.n_heads * cfg.d_head
         self.embed = nn.Embedding(cfg.d_vocab, d)
-        self.pos_embed = nn.Embedding(cfg.n_ctx, d)
+        self.rotary = cfg.positional_embedding_type == "rotary"
+        if self.rotary:
+            cos, sin = rotary_tables(cfg.n_ctx, cfg.d_head)  # buffers, not in the state dict (as the bridge)
+            self.register_buffer("rotary_cos", cos, persistent=False)
+            self.register_buffer("rotary_sin", sin, persistent=False)
+        else:
+            self.pos_embed = nn.Embedding(cfg.n_ctx, d)
         self.blocks = nn.ModuleList(_Block(cfg) for _ in range(cfg.n_layers))
         self.ln_final = nn.LayerNorm(d, eps=LN_EPS)
         self.unembed = nn.Linear(d, cfg.d_vocab)
@@ -75,10 +100,14 @@ class AttnOnlyTransformer(nn.Module):
         return load_checked(cls(cfg), state_dict)
 
     def forward(self, tokens: Tensor) -> Tensor:
-        pos = torch.arange(tokens.shape[-1], device=tokens.device)
-        x = self.embed(tokens) + self.pos_embed(pos)  # [batch, pos, d_model]
+        x = self.embed(tokens)  # [batch, pos, d_model]
+        rotary = None
+        if self.rotary:
+            rotary = (self.rotary_cos, self.rotary_sin)
+        else:
+            x = x + self.pos_embed(torch.arange(tokens.shape[-1], device=tokens.device))
         for block in self.blocks:
-            x = x + block(x)
+            x = x + block(x, rotary)
         return self.unembed(self.ln_final(x))
 
 
@@ -90,8 +119,8 @@ class _Block(nn.Module):
         self.ln1 = nn.LayerNorm(cfg.d_model, eps=LN_EPS)
         self.attn = _Attention(cfg)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.attn(self.ln1(x))
+    def forward(self, x: Tensor, rotary: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        return self.attn(self.ln1(x), rotary)
 
 
 class _Attention(nn.Module):
@@ -104,12 +133,15 @@ class _Attention(nn.Module):
         self.v = nn.Linear(cfg.d_model, inner)
         self.o = nn.Linear(inner, cfg.d_model)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, rotary: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """``rotary``: RoPE's (cos, sin) tables, applied to queries and keys; None for none."""
         *lead, pos, _ = x.shape
 
         def heads(t: Tensor) -> Tensor:  # [..., pos, n_heads*d_head] -> [..., n_heads, pos, d_head]
             return t.view(*lead, pos, self.n_heads, self.d_head).transpose(-3, -2)
 
         q, k, v = heads(self.q(x)), heads(self.k(x)), heads(self.v(x))
+        if rotary is not None:
+            q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
         z = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=1.0 / math.sqrt(self.d_head))
         return self.o(z.transpose(-3, -2).reshape(*lead, pos, self.n_heads * self.d_head))

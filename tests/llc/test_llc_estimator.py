@@ -88,8 +88,9 @@ def test_vmap_and_sequential_backends_agree():
     assert v.llc == pytest.approx(s.llc, rel=1e-4)
 
 
-def _tiny_transformer(seed=0):
-    cfg = ModelConfig(n_layers=2, n_heads=2, d_model=16, d_head=8, n_ctx=12, d_vocab=11)
+def _tiny_transformer(seed=0, positions="standard"):
+    cfg = ModelConfig(n_layers=2, n_heads=2, d_model=16, d_head=8, n_ctx=12, d_vocab=11,
+                      positional_embedding_type=positions)
     torch.manual_seed(seed)
     model = AttnOnlyTransformer(cfg)
     for p in model.parameters():  # non-trivial layer-norm affine and biases
@@ -98,8 +99,9 @@ def _tiny_transformer(seed=0):
     return model, list(tokens.split(8))
 
 
-def test_fused_backend_equals_the_model_forward():
-    model, batches = _tiny_transformer()
+@pytest.mark.parametrize("positions", ["standard", "rotary"])
+def test_fused_backend_equals_the_model_forward(positions):
+    model, batches = _tiny_transformer(positions=positions)
     flat = FlatParams.of(model)
     w = flat.flatten(model)
     W = torch.stack([w, w + 0.01 * torch.randn(w.shape, generator=torch.Generator().manual_seed(2))])

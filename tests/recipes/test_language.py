@@ -355,3 +355,50 @@ def test_context_length_study_variants_are_valid_configs_that_differ_only_where_
     assert copied_share(dense) == pytest.approx(copied_share(row))
     assert dense.model == wide.model and dense.train == wide.train
     assert dense.data.model_copy(update={"n_copies": row.data.n_copies}) == row.data
+    # the rotary variants: the sparse variant with RoPE and no position init; at 1,024 the paper
+    # config's own copies and a batch that keeps the rows' tokens per step
+    rot = parse_config(mod.variant_config("v512c512rot-sparse"), "rot").recipe
+    assert rot.model.positional_embedding_type == "rotary" and rot.train.pos_init == "random"
+    assert rot.model.model_copy(update={"positional_embedding_type": "standard"}) == wide.model
+    assert rot.data == wide.data
+    assert rot.train.model_copy(update={"pos_init": "sinusoidal"}) == wide.train
+    long = parse_config(mod.variant_config("v512c1024rot-sparse"), "rot1024").recipe
+    assert long.model == rot.model.model_copy(update={"n_ctx": 1024})
+    assert long.data.model_copy(update={"n_copies": rot.data.n_copies}) == rot.data
+    assert long.data.n_copies == paper.data.n_copies
+    assert copied_share(long) == pytest.approx(copied_share(paper))
+    assert long.train.batch_size * long.model.n_ctx == row.train.batch_size * row.model.n_ctx
+
+
+def test_rotary_positions_keep_old_hashes_train_and_refuse_a_position_init(tmp_path):
+    """At its default the option is not in the dump (runs and checkpoints made before it keep their
+    hashes and metadata); rotary trains a model whose checkpoints have no pos_embed and reload as
+    rotary; pos_init with rotary is an error naming both fields."""
+    from devinterp.checkpoints import DirectorySource
+    from devinterp.config import ConfigError, config_hash
+    from devinterp.models.families import family
+    from devinterp.recipes.language import train_language
+
+    spec = {**TINY_LANG, "recipe": {**TINY_LANG["recipe"], "train": {
+        "steps": 2, "batch_size": 4, "schedule": {"n_log": 2, "switch_step": 2, "linear_every": 2}}}}
+    plain = parse_config(spec, "x")
+    assert "positional_embedding_type" not in plain.recipe.model.model_dump()
+    spec["recipe"]["model"] = {**spec["recipe"]["model"], "positional_embedding_type": "standard"}
+    assert config_hash(parse_config(spec, "x").recipe) == config_hash(plain.recipe)
+    spec["recipe"]["model"]["positional_embedding_type"] = "rotary"
+    rotary = parse_config(spec, "x")
+    assert config_hash(rotary.recipe) != config_hash(plain.recipe)
+
+    torch.set_num_threads(1)
+    src = train_language(rotary, tmp_path, progress=False)
+    reread = DirectorySource(src.folder)  # the model config from the checkpoints' own metadata
+    model_cfg = reread.model_config()
+    assert model_cfg.positional_embedding_type == "rotary"
+    state = reread.load(reread.checkpoints[-1])
+    assert not any("pos_embed" in k for k in state)
+    assert family(model_cfg).build_fast(model_cfg, state).rotary
+    assert set(family(model_cfg).build_reference(model_cfg, "cpu")(state).state_dict()) == set(state)
+
+    spec["recipe"]["train"]["pos_init"] = "sinusoidal"
+    with pytest.raises(ConfigError, match=r"pos_init: sinusoidal.*positional_embedding_type: rotary"):
+        parse_config(spec, "my.yaml")
