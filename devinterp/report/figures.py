@@ -267,6 +267,9 @@ def add_step_axis_toggle(fig: go.Figure, *, log_x: bool = False, x_range_log: li
         out: dict = {}
         for ax in axes:
             out[f"{ax}.type"] = kind
+            # ticks at powers of ten only: Plotly's in-between log ticks print one digit, so the heatmaps'
+            # step 0 (drawn at half the first step, e.g. 0.5) read as "5"
+            out[f"{ax}.dtick"] = 1 if kind == "log" else None
             if kind == "log" and x_range_log is not None:
                 out[f"{ax}.range"] = list(x_range_log)
             else:

@@ -57,6 +57,7 @@ def test_step_axis_toggle_and_auto_log(hoogland_metrics, hoogland_stages):
     menu = next(m for m in fig.layout.updatemenus if m.name == "step axis")
     assert [b.label for b in menu.buttons] == ["Linear steps", "Log steps"] and menu.active == 1
     assert menu.buttons[0].args[0]["xaxis.type"] == "linear" and menu.buttons[1].args[0]["xaxis.type"] == "log"
+    assert fig.layout.xaxis.dtick == 1 and menu.buttons[0].args[0]["xaxis.dtick"] is None  # decades only on log
     # on the log axis the step-0 train_loss (8.97, off the axis) does not stretch the loss panel
     assert fig.layout.yaxis.range[1] < 5.3
     assert menu.buttons[0].args[0]["yaxis.autorange"] is True and "yaxis.range" in menu.buttons[1].args[0]
