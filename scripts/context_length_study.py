@@ -16,20 +16,35 @@ The DERIVED variants (a row with overrides) run when named, e.g. context 512 wit
 config's sparse copied spans (about 40 minutes to train on one core beside other jobs):
 
     python scripts/context_length_study.py --only v512c512sin-sparse
+
+The PAPER_SIZE variants are configs/induction-paper-short.yaml (the paper's model and optimiser, batch
+32, on a GPU) with one change each: a screen, for a GPU session, of which position scheme or context
+forms induction heads at the paper's size. With --reproduce-first-formed the first variant whose
+previous-token and induction heads both formed goes on to the LLC sweep, detection and the side-by-side
+table of scripts/reproduce_induction_paper.py (its checkpoints are reused); --markdown rewrites a
+summary after every variant, so a time box loses only the variant it cut:
+
+    python scripts/context_length_study.py --only paper-sin1024 paper-sin256 paper-rot1024 \
+        --reproduce-first-formed --markdown out/screen.md
+    python scripts/context_length_study.py --only paper-sin1024 --tiny --device cpu   # CPU smoke test
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reproduce_induction_paper import head_order, merge  # noqa: E402
+import reproduce_induction_paper  # noqa: E402
+from reproduce_induction_paper import TINY, head_formation, merge  # noqa: E402
 
-BASE = Path(__file__).resolve().parents[1] / "configs" / "induction-cpu.yaml"
+ROOT = Path(__file__).resolve().parents[1]
+BASE = ROOT / "configs" / "induction-cpu.yaml"
+PAPER_BASE = ROOT / "configs" / "induction-paper-short.yaml"
 SCHEDULE = {"n_log": 15, "switch_step": 500, "linear_every": 500}
 # name: (vocabulary, context, trigram rules, copied spans (n, min, max), position init, steps)
 VARIANTS = {
@@ -56,6 +71,21 @@ DERIVED = {
     "v512c512rot-sparse": ("v512c128sin", {"model": {"n_ctx": 512, "positional_embedding_type": "rotary"},
                                             "data": {"copy_prob": 0.5, "n_copies": 2, "span_min": 16, "span_max": 64},
                                             "train": {"steps": 12_000, "batch_size": 8, "pos_init": "random"}}),
+    # the sparse context-512 variant with four times the batch (32 sequences, 16,384 tokens a step, as
+    # the H200 runs' 32 x 1,024 is to the paper's 100 x 1,024): does a larger batch speed formation per
+    # step? (about 4x slower per step on the CPU, so 5,000 steps)
+    "v512c512sin-sparse-b32": ("v512c128sin", {"model": {"n_ctx": 512},
+                                                "data": {"copy_prob": 0.5, "n_copies": 2, "span_min": 16, "span_max": 64},
+                                                "train": {"steps": 5_000, "batch_size": 32}}),
+    # between the context 128 that forms induction heads and the 512 that does not: context 256, one
+    # copied span of 16-64 tokens kept with probability 1/2 (about 8% of the tokens, as the sparse
+    # variants), batch 16 (4,096 tokens a step)
+    "v512c256sin-sparse": ("v512c128sin", {"model": {"n_ctx": 256},
+                                            "data": {"copy_prob": 0.5, "n_copies": 1, "span_min": 16, "span_max": 64},
+                                            "train": {"steps": 12_000, "batch_size": 16}}),
+    # ... and with the row's copied share (eight of 8-24 tokens: about half), as v512c512sin-dense
+    "v512c256sin-dense": ("v512c128sin", {"model": {"n_ctx": 256}, "data": {"n_copies": 8},
+                                           "train": {"steps": 12_000, "batch_size": 16}}),
     # rotary at the paper's context 1,024 with configs/induction-paper.yaml's copied spans (four of
     # 16-64 tokens, each p 1/2), batch 4 so a step still sees 4,096 tokens
     "v512c1024rot-sparse": ("v512c128sin", {"model": {"n_ctx": 1024, "positional_embedding_type": "rotary"},
@@ -63,9 +93,26 @@ DERIVED = {
                                              "train": {"steps": 12_000, "batch_size": 4, "pos_init": "random"}}),
 }
 
+# configs/induction-paper-short.yaml (paper size, random position init, context 1,024, batch 32; on the
+# H200 it formed no induction head in 15,000 steps) with one change each, 12,000 steps (about 2 minutes
+# of an H200 at the measured 97 steps/s). The CPU stand-ins: sinusoidal positions formed both heads at
+# context 128 and none at 512 within 12,000 steps of 4,096 tokens, rotary none at 512 (BENCHMARKS.md).
+PAPER_SIZE = {
+    # configs/induction-paper.yaml's remedy, at the paper's context
+    "paper-sin1024": {"train": {"steps": 12_000, "pos_init": "sinusoidal"}},
+    # a quarter of the context (one copied span: the same copied share), 4x the sequences (the same
+    # tokens a step)
+    "paper-sin256": {"model": {"n_ctx": 256}, "data": {"n_copies": 1},
+                     "train": {"steps": 12_000, "batch_size": 128, "pos_init": "sinusoidal"}},
+    # positions on queries and keys only, as the paper's shortformer ones (TransformerLens 4 has RoPE)
+    "paper-rot1024": {"model": {"positional_embedding_type": "rotary"}, "train": {"steps": 12_000}},
+}
+
 
 def variant_config(name: str) -> dict:
-    """The raw config of a variant (of VARIANTS, or of DERIVED: a VARIANTS row with overrides)."""
+    """The raw config of a variant (of VARIANTS, DERIVED: a VARIANTS row with overrides, or PAPER_SIZE)."""
+    if name in PAPER_SIZE:
+        return merge(yaml.safe_load(PAPER_BASE.read_text()), {"name": name, "recipe": PAPER_SIZE[name]})
     row, overrides = DERIVED.get(name, (name, {}))
     vocab, ctx, trigrams, (n_copies, span_min, span_max), pos_init, steps = VARIANTS[row]
     raw = yaml.safe_load(BASE.read_text())
@@ -78,35 +125,67 @@ def variant_config(name: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    names = sorted(VARIANTS) + sorted(DERIVED) + sorted(PAPER_SIZE)
     parser.add_argument("--out", default="out/context-study", help="parent folder of the runs (default: %(default)s)")
-    parser.add_argument("--only", nargs="*", choices=sorted(VARIANTS) + sorted(DERIVED),
-                        help="variants to run (default: the table's, every VARIANTS row)")
+    parser.add_argument("--only", nargs="*", choices=names, help="variants to run, in this order (default: the "
+                        "table's, every VARIANTS row)")
     parser.add_argument("--write-config", nargs=2, metavar=("VARIANT", "PATH"),
-                        help=f"only write a variant's config YAML (also {', '.join(DERIVED)}) and exit")
+                        help="only write a variant's config YAML (any of --only's choices) and exit")
+    parser.add_argument("--device", default=None, help="device instead of the config's (default: the config's)")
+    parser.add_argument("--tiny", action="store_true",
+                        help="shrink each variant as reproduce_induction_paper.py --tiny: a smoke test of the script")
+    parser.add_argument("--markdown", default=None, help="rewrite a summary of the variants run so far here")
+    parser.add_argument("--reproduce-first-formed", action="store_true",
+                        help="run the full reproduction (LLC, stages, table) on the first variant that formed "
+                             "both heads, then stop")
     args = parser.parse_args(argv)
     if args.write_config:
         name, path = args.write_config
-        if name not in VARIANTS and name not in DERIVED:
+        if name not in names:
             parser.error(f"--write-config: unknown variant {name!r}")
         Path(path).write_text(yaml.safe_dump(variant_config(name), sort_keys=False))
         return 0
 
-    from devinterp import api
+    from devinterp import _io, api
     from devinterp.config import parse_config, with_metrics
     from devinterp.results import load_results
 
     out = Path(args.out)
+    summary: list[str] = []
     for name in args.only or VARIANTS:
-        config = parse_config(variant_config(name), f"{BASE} ({name})")
+        raw = variant_config(name)
+        if args.tiny:
+            raw = merge(raw, {**TINY, "name": name + "-tiny"})
+        if args.device:
+            raw["device"] = args.device
+        label = f"{PAPER_BASE if name in PAPER_SIZE else BASE} ({name})"
+        config = parse_config(raw, label)
+        t0 = time.perf_counter()
         source = api.train(config, out, progress=False)
-        quick = with_metrics(config, ["loss", "icl_score", "heads"], f"{BASE} ({name})")
+        t_train = time.perf_counter() - t0
+        quick = with_metrics(config, ["loss", "icl_score", "heads"], label)
         api.sweep(source, quick, out, progress=False)
         results = load_results(api.run_dir_for(config, out))
         loss, icl = results.series("loss")["value"], results.series("icl_score")["value"]
-        row, overrides = DERIVED.get(name, (name, {}))
-        print(f"{name}: {VARIANTS[row]}{f' with {overrides}' if overrides else ''}: "
-              f"loss {loss.iloc[0]:.2f} -> {loss.iloc[-1]:.2f}, ICL score (last) {icl.iloc[-1]:+.3f}")
-        print("\n".join("  " + line for line in head_order(results, config.recipe.model.n_ctx)), flush=True)
+        row, overrides = (name, PAPER_SIZE[name]) if name in PAPER_SIZE else DERIVED.get(name, (name, {}))
+        what = f"{PAPER_BASE.name} with {overrides}" if name in PAPER_SIZE else (
+            f"{VARIANTS[row]}{f' with {overrides}' if overrides else ''}")
+        what += " (--tiny: numbers mean nothing)" if args.tiny else ""
+        lines, formed = head_formation(results, config.recipe.model.n_ctx)
+        text = [f"{name}: {what}: loss {loss.iloc[0]:.2f} -> {loss.iloc[-1]:.2f}, ICL score (last) {icl.iloc[-1]:+.3f}; "
+                f"device {config.device}, train {t_train:.0f} s + quick look {time.perf_counter() - t0 - t_train:.0f} s"]
+        text += ["  " + line for line in lines]
+        print("\n".join(text), flush=True)
+        summary += text + [""]
+        if args.markdown:
+            _io.write_text(args.markdown, "\n".join(summary))
+        if args.reproduce_first_formed and all(formed.values()):
+            path = out / f"{name}.yaml"  # the variant as run: the reproduction reuses its checkpoints
+            _io.write_text(path, yaml.safe_dump(raw, sort_keys=False))
+            md = str(Path(args.markdown).with_suffix(f".{name}.md")) if args.markdown else None
+            print(f"{name} formed both heads: the full reproduction on it", flush=True)
+            return reproduce_induction_paper.main(["--config", str(path), "--out", str(out), "-q"]
+                                                  + (["--markdown", md] if md else []))
     return 0
 
 

@@ -84,9 +84,10 @@ def formation_step(wide: pd.DataFrame, layer: int) -> tuple[str, int | None, flo
     return best, int(half.index[0]), first, peak
 
 
-def head_order(results, n_ctx: int) -> list[str]:
+def head_formation(results, n_ctx: int) -> tuple[list[str], dict[str, bool]]:
     """Lines saying when the best layer-0 previous-token head and the best layer-1 induction head made
-    half their rise, and which came first (the paper: previous-token heads in LM3, induction in LM4).
+    half their rise, and which came first (the paper: previous-token heads in LM3, induction in LM4),
+    and whether each formed ({"prev_token": bool, "induction": bool}).
 
     Each peak is also given as a multiple of what a head attending uniformly to its causal window
     scores (``chance_scores``); a head whose peak stays below twice that never attended to its target
@@ -97,7 +98,7 @@ def head_order(results, n_ctx: int) -> list[str]:
         prev = formation_step(results.wide("prev_token"), 0)
         ind = formation_step(results.wide("induction"), 1)
     except KeyError as err:
-        return [f"head scores missing: {err}"]
+        return [f"head scores missing: {err}"], {"prev_token": False, "induction": False}
     chance = chance_scores(n_ctx)
     lines, formed = [], {}
     for label, metric, (head, step, first, peak) in (("previous-token", "prev_token", prev),
@@ -113,7 +114,12 @@ def head_order(results, n_ctx: int) -> list[str]:
     else:
         order = "cannot tell: " + " and ".join(f"no {m.replace('_', '-')} head formed" for m, ok in formed.items() if not ok)
     lines.append(f"previous-token heads form before induction heads? {order} (paper: yes, LM3 then LM4)")
-    return lines
+    return lines, formed
+
+
+def head_order(results, n_ctx: int) -> list[str]:
+    """The lines of :func:`head_formation`."""
+    return head_formation(results, n_ctx)[0]
 
 
 def side_by_side(ours: pd.DataFrame, total: int) -> str:

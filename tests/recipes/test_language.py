@@ -368,6 +368,38 @@ def test_context_length_study_variants_are_valid_configs_that_differ_only_where_
     assert long.data.n_copies == paper.data.n_copies
     assert copied_share(long) == pytest.approx(copied_share(paper))
     assert long.train.batch_size * long.model.n_ctx == row.train.batch_size * row.model.n_ctx
+    # the batch control: the sparse variant with 4x the sequences a step (fewer steps); context 256
+    # with the same copied share and tokens a step
+    big = parse_config(mod.variant_config("v512c512sin-sparse-b32"), "b32").recipe
+    assert big.model == wide.model and big.data == wide.data
+    assert big.train.model_copy(update={"batch_size": 8, "steps": 12_000}) == wide.train
+    assert big.train.batch_size == 4 * wide.train.batch_size
+    mid = parse_config(mod.variant_config("v512c256sin-sparse"), "c256").recipe
+    assert mid.model == wide.model.model_copy(update={"n_ctx": 256})
+    assert copied_share(mid) == pytest.approx(copied_share(paper))
+    assert mid.data.model_copy(update={"n_copies": wide.data.n_copies}) == wide.data
+    assert mid.train.batch_size * mid.model.n_ctx == row.train.batch_size * row.model.n_ctx
+    assert mid.train.model_copy(update={"batch_size": 8}) == wide.train
+    mid_dense = parse_config(mod.variant_config("v512c256sin-dense"), "c256d").recipe
+    assert copied_share(mid_dense) == pytest.approx(copied_share(row))
+    assert mid_dense.model == mid.model and mid_dense.train == mid.train
+    assert mid_dense.data.model_copy(update={"n_copies": row.data.n_copies}) == row.data
+    # the paper-size screen: configs/induction-paper-short.yaml with one change each (and 12,000 steps)
+    short = load_config(scripts.parent / "configs" / "induction-paper-short.yaml")
+    sin = parse_config(mod.variant_config("paper-sin1024"), "sin")
+    assert sin.recipe.train.pos_init == "sinusoidal" and sin.recipe.train.steps == 12_000
+    assert sin.recipe.train.model_copy(update={"pos_init": "random", "steps": 15_000}) == short.recipe.train
+    assert (sin.recipe.model, sin.recipe.data, sin.sweep, sin.device) == (
+        short.recipe.model, short.recipe.data, short.sweep, short.device)
+    assert sin.recipe.model == paper.model  # the paper's architecture
+    q = parse_config(mod.variant_config("paper-sin256"), "sin256").recipe
+    assert q.model == short.recipe.model.model_copy(update={"n_ctx": 256})
+    assert copied_share(q) == pytest.approx(copied_share(short.recipe))
+    assert q.train.batch_size * 256 == short.recipe.train.batch_size * 1024
+    assert q.train.model_copy(update={"batch_size": 32}) == sin.recipe.train
+    r = parse_config(mod.variant_config("paper-rot1024"), "rot").recipe
+    assert r.model == short.recipe.model.model_copy(update={"positional_embedding_type": "rotary"})
+    assert r.train == sin.recipe.train.model_copy(update={"pos_init": "random"}) and r.data == short.recipe.data
 
 
 def test_rotary_positions_keep_old_hashes_train_and_refuse_a_position_init(tmp_path):
