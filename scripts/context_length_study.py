@@ -86,6 +86,10 @@ DERIVED = {
     # ... and with the row's copied share (eight of 8-24 tokens: about half), as v512c512sin-dense
     "v512c256sin-dense": ("v512c128sin", {"model": {"n_ctx": 256}, "data": {"n_copies": 8},
                                            "train": {"steps": 12_000, "batch_size": 16}}),
+    # the sparse context-256 variant with the row's 32 sequences a step (8,192 tokens; the row formed
+    # both heads by 8,000 steps at context 128 with 32): sequences a step or context?
+    "v512c256sin-sparse-b32": ("v512c128sin", {"model": {"n_ctx": 256},
+                                                "data": {"copy_prob": 0.5, "n_copies": 1, "span_min": 16, "span_max": 64}}),
     # rotary at the paper's context 1,024 with configs/induction-paper.yaml's copied spans (four of
     # 16-64 tokens, each p 1/2), batch 4 so a step still sees 4,096 tokens
     "v512c1024rot-sparse": ("v512c128sin", {"model": {"n_ctx": 1024, "positional_embedding_type": "rotary"},

@@ -380,6 +380,8 @@ def test_context_length_study_variants_are_valid_configs_that_differ_only_where_
     assert mid.data.model_copy(update={"n_copies": wide.data.n_copies}) == wide.data
     assert mid.train.batch_size * mid.model.n_ctx == row.train.batch_size * row.model.n_ctx
     assert mid.train.model_copy(update={"batch_size": 8}) == wide.train
+    mid_b32 = parse_config(mod.variant_config("v512c256sin-sparse-b32"), "c256b32").recipe
+    assert mid_b32.model == mid.model and mid_b32.data == mid.data and mid_b32.train == row.train
     mid_dense = parse_config(mod.variant_config("v512c256sin-dense"), "c256d").recipe
     assert copied_share(mid_dense) == pytest.approx(copied_share(row))
     assert mid_dense.model == mid.model and mid_dense.train == mid.train
