@@ -90,6 +90,14 @@ DERIVED = {
     # both heads by 8,000 steps at context 128 with 32): sequences a step or context?
     "v512c256sin-sparse-b32": ("v512c128sin", {"model": {"n_ctx": 256},
                                                 "data": {"copy_prob": 0.5, "n_copies": 1, "span_min": 16, "span_max": 64}}),
+    # the two context-256 batches again with another seed (initial weights and data stream), 6,000 steps
+    "v512c256sin-sparse-s1": ("v512c128sin", {"model": {"n_ctx": 256},
+                                               "data": {"copy_prob": 0.5, "n_copies": 1, "span_min": 16, "span_max": 64},
+                                               "train": {"steps": 6_000, "batch_size": 16, "seed": 1}}),
+    "v512c256sin-sparse-b32-s1": ("v512c128sin", {"model": {"n_ctx": 256},
+                                                   "data": {"copy_prob": 0.5, "n_copies": 1, "span_min": 16,
+                                                            "span_max": 64},
+                                                   "train": {"steps": 6_000, "seed": 1}}),
     # rotary at the paper's context 1,024 with configs/induction-paper.yaml's copied spans (four of
     # 16-64 tokens, each p 1/2), batch 4 so a step still sees 4,096 tokens
     "v512c1024rot-sparse": ("v512c128sin", {"model": {"n_ctx": 1024, "positional_embedding_type": "rotary"},

@@ -382,6 +382,11 @@ def test_context_length_study_variants_are_valid_configs_that_differ_only_where_
     assert mid.train.model_copy(update={"batch_size": 8}) == wide.train
     mid_b32 = parse_config(mod.variant_config("v512c256sin-sparse-b32"), "c256b32").recipe
     assert mid_b32.model == mid.model and mid_b32.data == mid.data and mid_b32.train == row.train
+    for name, batch in (("v512c256sin-sparse-s1", 16), ("v512c256sin-sparse-b32-s1", 32)):
+        seeded = parse_config(mod.variant_config(name), name).recipe
+        assert (seeded.train.seed, seeded.train.steps, seeded.train.batch_size) == (1, 6_000, batch)
+        assert seeded.model == mid.model and seeded.data == mid.data
+        assert seeded.train.model_copy(update={"seed": 0, "steps": 12_000, "batch_size": 16}) == mid.train
     mid_dense = parse_config(mod.variant_config("v512c256sin-dense"), "c256d").recipe
     assert copied_share(mid_dense) == pytest.approx(copied_share(row))
     assert mid_dense.model == mid.model and mid_dense.train == mid.train
