@@ -108,7 +108,8 @@ DERIVED = {
 # configs/induction-paper-short.yaml (paper size, random position init, context 1,024, batch 32; on the
 # H200 it formed no induction head in 15,000 steps) with one change each, 12,000 steps (about 2 minutes
 # of an H200 at the measured 97 steps/s). The CPU stand-ins: sinusoidal positions formed both heads at
-# context 128 and none at 512 within 12,000 steps of 4,096 tokens, rotary none at 512 (BENCHMARKS.md).
+# context 128 and no induction head at 256 or 512 within 12,000 steps of 4,096 tokens (nor with 32
+# sequences a step), rotary none at 512 or 1,024 (BENCHMARKS.md).
 PAPER_SIZE = {
     # configs/induction-paper.yaml's remedy, at the paper's context
     "paper-sin1024": {"train": {"steps": 12_000, "pos_init": "sinusoidal"}},
