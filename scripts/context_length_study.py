@@ -26,7 +26,7 @@ summary after every variant, so a time box loses only the variant it cut:
 
     python scripts/context_length_study.py --only paper-sin1024 paper-sin256 paper-rot1024 \
         --reproduce-first-formed --markdown out/screen.md
-    python scripts/context_length_study.py --only paper-sin1024 --tiny --device cpu   # CPU smoke test
+    python scripts/context_length_study.py --only paper-sin1024 --tiny   # CPU smoke test
 """
 
 from __future__ import annotations
@@ -53,6 +53,9 @@ VARIANTS = {
     "v64c128sin": (64, 128, 25, (6, 8, 16), "sinusoidal", 8_000),
     "v512c128sin": (512, 128, 200, (4, 8, 24), "sinusoidal", 8_000),
 }
+# configs/induction-paper.yaml's copied spans (16-64 tokens, each kept with probability 1/2); the
+# variants choose how many, to keep its share of copied tokens (about 8%) at their context
+SPARSE_COPIES = {"copy_prob": 0.5, "span_min": 16, "span_max": 64}
 # variants of a VARIANTS row, with recipe overrides: name -> (row, overrides)
 DERIVED = {
     # the run measured end to end (LLC too) with scripts/reproduce_induction_paper.py
@@ -61,7 +64,7 @@ DERIVED = {
     # tokens, each kept with probability 1/2: about 8% of the tokens, as four in 1,024 there; the
     # table's rows copy about half), batch 8 so a step sees the rows' 4,096 tokens
     "v512c512sin-sparse": ("v512c128sin", {"model": {"n_ctx": 512},
-                                            "data": {"copy_prob": 0.5, "n_copies": 2, "span_min": 16, "span_max": 64},
+                                            "data": {**SPARSE_COPIES, "n_copies": 2},
                                             "train": {"steps": 12_000, "batch_size": 8}}),
     # the same with the row's copied spans scaled to context 512 (16 of 8-24 tokens: about half)
     "v512c512sin-dense": ("v512c128sin", {"model": {"n_ctx": 512}, "data": {"n_copies": 16},
@@ -69,19 +72,19 @@ DERIVED = {
     # the sparse variant with rotary positions (RoPE on queries and keys; no positional embedding, so
     # no position init): positions out of the residual stream, as the paper's shortformer ones
     "v512c512rot-sparse": ("v512c128sin", {"model": {"n_ctx": 512, "positional_embedding_type": "rotary"},
-                                            "data": {"copy_prob": 0.5, "n_copies": 2, "span_min": 16, "span_max": 64},
+                                            "data": {**SPARSE_COPIES, "n_copies": 2},
                                             "train": {"steps": 12_000, "batch_size": 8, "pos_init": "random"}}),
     # the sparse context-512 variant with four times the batch (32 sequences, 16,384 tokens a step, as
     # the H200 runs' 32 x 1,024 is to the paper's 100 x 1,024): does a larger batch speed formation per
     # step? (about 4x slower per step on the CPU, so 5,000 steps)
     "v512c512sin-sparse-b32": ("v512c128sin", {"model": {"n_ctx": 512},
-                                                "data": {"copy_prob": 0.5, "n_copies": 2, "span_min": 16, "span_max": 64},
+                                                "data": {**SPARSE_COPIES, "n_copies": 2},
                                                 "train": {"steps": 5_000, "batch_size": 32}}),
     # between the context 128 that forms induction heads and the 512 that does not: context 256, one
     # copied span of 16-64 tokens kept with probability 1/2 (about 8% of the tokens, as the sparse
     # variants), batch 16 (4,096 tokens a step)
     "v512c256sin-sparse": ("v512c128sin", {"model": {"n_ctx": 256},
-                                            "data": {"copy_prob": 0.5, "n_copies": 1, "span_min": 16, "span_max": 64},
+                                            "data": {**SPARSE_COPIES, "n_copies": 1},
                                             "train": {"steps": 12_000, "batch_size": 16}}),
     # ... and with the row's copied share (eight of 8-24 tokens: about half), as v512c512sin-dense
     "v512c256sin-dense": ("v512c128sin", {"model": {"n_ctx": 256}, "data": {"n_copies": 8},
@@ -89,19 +92,18 @@ DERIVED = {
     # the sparse context-256 variant with the row's 32 sequences a step (8,192 tokens; the row formed
     # both heads by 8,000 steps at context 128 with 32): sequences a step or context?
     "v512c256sin-sparse-b32": ("v512c128sin", {"model": {"n_ctx": 256},
-                                                "data": {"copy_prob": 0.5, "n_copies": 1, "span_min": 16, "span_max": 64}}),
+                                                "data": {**SPARSE_COPIES, "n_copies": 1}}),
     # the two context-256 batches again with another seed (initial weights and data stream), 6,000 steps
     "v512c256sin-sparse-s1": ("v512c128sin", {"model": {"n_ctx": 256},
-                                               "data": {"copy_prob": 0.5, "n_copies": 1, "span_min": 16, "span_max": 64},
+                                               "data": {**SPARSE_COPIES, "n_copies": 1},
                                                "train": {"steps": 6_000, "batch_size": 16, "seed": 1}}),
     "v512c256sin-sparse-b32-s1": ("v512c128sin", {"model": {"n_ctx": 256},
-                                                   "data": {"copy_prob": 0.5, "n_copies": 1, "span_min": 16,
-                                                            "span_max": 64},
+                                                   "data": {**SPARSE_COPIES, "n_copies": 1},
                                                    "train": {"steps": 6_000, "seed": 1}}),
     # rotary at the paper's context 1,024 with configs/induction-paper.yaml's copied spans (four of
     # 16-64 tokens, each p 1/2), batch 4 so a step still sees 4,096 tokens
     "v512c1024rot-sparse": ("v512c128sin", {"model": {"n_ctx": 1024, "positional_embedding_type": "rotary"},
-                                             "data": {"copy_prob": 0.5, "n_copies": 4, "span_min": 16, "span_max": 64},
+                                             "data": {**SPARSE_COPIES, "n_copies": 4},
                                              "train": {"steps": 12_000, "batch_size": 4, "pos_init": "random"}}),
 }
 

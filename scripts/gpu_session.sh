@@ -53,7 +53,7 @@ command -v nvidia-smi >/dev/null && nvidia-smi -L
 "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 
 if [ "${GPU_SESSION_CPU:-0}" = 1 ]; then
-  BENCH=(--device cpu --small --models toy --draws 5); REPRO=(--tiny); SCREEN_ARGS=(--tiny --device cpu)
+  BENCH=(--device cpu --small --models toy --draws 5); REPRO=(--tiny); SCREEN_ARGS=(--tiny)  # --tiny runs on the CPU
 else
   SCREEN_ARGS=()
   BENCH=(--draws 200 --profile); REPRO=(--steps "$STEPS" --batch-size "$BATCH" --llc-draws "$DRAWS")
