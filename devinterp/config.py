@@ -73,11 +73,12 @@ class ModelConfig(StrictModel):
     d_vocab: int = Field(64, ge=4, description="vocabulary size")
     # TransformerLens's name and values; left out of dumps at its default, so that runs and checkpoints
     # made before the option keep their hashes and metadata
-    positional_embedding_type: Literal["standard", "rotary"] = Field(
+    positional_embedding_type: Literal["standard", "rotary", "shortformer"] = Field(
         "standard", exclude_if=lambda value: value == "standard",
-        description="standard: learned absolute positions added to the residual stream; rotary: RoPE (Su et "
-        "al. 2021) on queries and keys only, so positions stay out of the residual stream (as the paper's "
-        "shortformer positions) and 'attend to the previous token' is the same map at every position")
+        description="standard: learned absolute positions added to the residual stream; shortformer (the "
+        "paper's, TransformerLens 2's): the same learned positions added, after LayerNorm, to the inputs of "
+        "the queries and keys only, so the residual stream carries tokens alone; rotary: RoPE (Su et al. "
+        "2021) on queries and keys only, so 'attend to the previous token' is the same map at every position")
 
 
 class InductionDataConfig(StrictModel):

@@ -27,6 +27,11 @@ summary after every variant, so a time box loses only the variant it cut:
     python scripts/context_length_study.py --only paper-sin1024 paper-sin256 paper-rot1024 \
         --reproduce-first-formed --markdown out/screen.md
     python scripts/context_length_study.py --only paper-sin1024 --tiny   # CPU smoke test
+
+--look measures what is on disk so far without training (a run still training, or one a time box
+cut short), into OUT/look/ (rerun, it measures only the new checkpoints):
+
+    python scripts/context_length_study.py --only v512c256sf-sparse --look
 """
 
 from __future__ import annotations
@@ -105,6 +110,14 @@ DERIVED = {
     "v512c1024rot-sparse": ("v512c128sin", {"model": {"n_ctx": 1024, "positional_embedding_type": "rotary"},
                                              "data": {**SPARSE_COPIES, "n_copies": 4},
                                              "train": {"steps": 12_000, "batch_size": 4, "pos_init": "random"}}),
+    # the paper's own positions (shortformer: learned, added to the queries' and keys' inputs only) with
+    # TransformerLens's random init, as the paper: at context 128 (the row, whose sinusoidal init formed
+    # both heads) and at 256 with the sparse copies (where sinusoidal formed no induction head)
+    "v512c128sf": ("v512c128sin", {"model": {"positional_embedding_type": "shortformer"},
+                                   "train": {"pos_init": "random"}}),
+    "v512c256sf-sparse": ("v512c128sin", {"model": {"n_ctx": 256, "positional_embedding_type": "shortformer"},
+                                          "data": {**SPARSE_COPIES, "n_copies": 1},
+                                          "train": {"steps": 12_000, "batch_size": 16, "pos_init": "random"}}),
 }
 
 # configs/induction-paper-short.yaml (paper size, random position init, context 1,024, batch 32; on the
@@ -113,6 +126,8 @@ DERIVED = {
 # context 128 and no induction head at 256 or 512 within 12,000 steps of 4,096 tokens (nor with 32
 # sequences a step), rotary none at 512 or 1,024 (BENCHMARKS.md).
 PAPER_SIZE = {
+    # the paper's own architecture: shortformer positions, random init
+    "paper-sf1024": {"model": {"positional_embedding_type": "shortformer"}, "train": {"steps": 12_000}},
     # configs/induction-paper.yaml's remedy, at the paper's context
     "paper-sin1024": {"train": {"steps": 12_000, "pos_init": "sinusoidal"}},
     # a quarter of the context (one copied span: the same copied share), 4x the sequences (the same
@@ -150,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiny", action="store_true",
                         help="shrink each variant as reproduce_induction_paper.py --tiny: a smoke test of the script")
     parser.add_argument("--markdown", default=None, help="rewrite a summary of the variants run so far here")
+    parser.add_argument("--look", action="store_true",
+                        help="train nothing: measure the checkpoints now on disk of each variant (a run still "
+                             "training, or one a time box cut) into OUT/look/, and print the same lines")
     parser.add_argument("--reproduce-first-formed", action="store_true",
                         help="run the full reproduction (LLC, stages, table) on the first variant that formed "
                              "both heads, then stop")
@@ -162,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from devinterp import _io, api
+    from devinterp.checkpoints import DirectorySource
     from devinterp.config import parse_config, with_metrics
     from devinterp.results import load_results
 
@@ -176,25 +195,31 @@ def main(argv: list[str] | None = None) -> int:
         label = f"{PAPER_BASE if name in PAPER_SIZE else BASE} ({name})"
         config = parse_config(raw, label)
         t0 = time.perf_counter()
-        source = api.train(config, out, progress=False)
-        t_train = time.perf_counter() - t0
         quick = with_metrics(config, ["loss", "icl_score", "heads"], label)
-        api.sweep(source, quick, out, progress=False)
-        results = load_results(api.run_dir_for(config, out))
+        if args.look:  # the checkpoints so far, read as a folder of the user's own (the run is not touched)
+            source = DirectorySource(api.run_dir_for(config, out) / "checkpoints", model=config.recipe.model)
+            swept_in = out / "look"
+        else:
+            source, swept_in = api.train(config, out, progress=False), out
+        t_train = time.perf_counter() - t0
+        api.sweep(source, quick, swept_in, progress=False)
+        results = load_results(api.run_dir_for(config, swept_in))
         loss, icl = results.series("loss")["value"], results.series("icl_score")["value"]
         row, overrides = (name, PAPER_SIZE[name]) if name in PAPER_SIZE else DERIVED.get(name, (name, {}))
         what = f"{PAPER_BASE.name} with {overrides}" if name in PAPER_SIZE else (
             f"{VARIANTS[row]}{f' with {overrides}' if overrides else ''}")
         what += " (--tiny: numbers mean nothing)" if args.tiny else ""
+        what += f" (--look: the {len(source)} checkpoints on disk, to step {source.steps[-1]:,})" if args.look else ""
         lines, formed = head_formation(results, config.recipe.model.n_ctx)
         text = [f"{name}: {what}: loss {loss.iloc[0]:.2f} -> {loss.iloc[-1]:.2f}, ICL score (last) {icl.iloc[-1]:+.3f}; "
-                f"device {config.device}, train {t_train:.0f} s + quick look {time.perf_counter() - t0 - t_train:.0f} s"]
+                f"device {config.device}, " + ("" if args.look else f"train {t_train:.0f} s + ")
+                + f"quick look {time.perf_counter() - t0 - t_train:.0f} s"]
         text += ["  " + line for line in lines]
         print("\n".join(text), flush=True)
         summary += text + [""]
         if args.markdown:
             _io.write_text(args.markdown, "\n".join(summary))
-        if args.reproduce_first_formed and all(formed.values()):
+        if args.reproduce_first_formed and all(formed.values()) and not args.look:
             path = out / f"{name}.yaml"  # the variant as run: the reproduction reuses its checkpoints
             _io.write_text(path, yaml.safe_dump(raw, sort_keys=False))
             md = str(Path(args.markdown).with_suffix(f".{name}.md")) if args.markdown else None

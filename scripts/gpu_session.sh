@@ -15,12 +15,13 @@
 #      sweep -> detect -> report, then the side-by-side table with the paper's LM1-LM5 -> repro.md,
 #      repro.log, metrics.csv, stages.csv, training.json, report.html
 #   3. a screen of the paper-size position schemes and contexts (scripts/context_length_study.py's
-#      PAPER_SIZE variants, 12,000 steps each, about 2.5 minutes each on an H200, quick look only); the
+#      PAPER_SIZE variants, 12,000 steps each, about 2.5 minutes each on an H200, quick look only: the
+#      paper's own shortformer positions, then sinusoidal init at contexts 1,024 and 256); the
 #      first that forms previous-token and induction heads goes on to the full reproduction
 #      -> screen.md, screen.log, screen.<variant>.md and that run's metrics.csv, stages.csv, ...
 # Knobs (environment): BENCH_S (260), REPRO_S (270), STEPS (20000), BATCH (32), DRAWS (100), PHASES ("1 2": which
 # phases run), REPRO_CONFIG (configs/induction-paper.yaml; a config of its own gets no STEPS/BATCH/DRAWS overrides),
-# SCREEN_S (520), SCREEN ("paper-sin1024 paper-sin256 paper-rot1024": phase 3's variants, in order). The
+# SCREEN_S (520), SCREEN ("paper-sf1024 paper-sin1024 paper-sin256": phase 3's variants, in order; paper-rot1024 also exists). The
 # next session with a GPU: `PHASES=3 bash scripts/gpu_session.sh`, timeout_s 580.
 # GPU_SESSION_CPU=1 runs the same script on a CPU at toy size (a smoke test of the script itself).
 # Measured on an H200 (2026-11-28): a fresh machine's start and transfer ≈ 45 s of device time; wheel
@@ -35,7 +36,7 @@ PY=${PY:-python3}
 BENCH_S=${BENCH_S:-260}; REPRO_S=${REPRO_S:-270}
 STEPS=${STEPS:-20000}; BATCH=${BATCH:-32}; DRAWS=${DRAWS:-100}
 PHASES=${PHASES:-1 2}; REPRO_CONFIG=${REPRO_CONFIG:-}
-SCREEN_S=${SCREEN_S:-520}; SCREEN=${SCREEN:-paper-sin1024 paper-sin256 paper-rot1024}
+SCREEN_S=${SCREEN_S:-520}; SCREEN=${SCREEN:-paper-sf1024 paper-sin1024 paper-sin256}
 export PYTHONUNBUFFERED=1
 
 # the wheels are built for the GPU image's Python; the CPU smoke test uses the local venv as it is

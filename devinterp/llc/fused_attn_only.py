@@ -57,12 +57,14 @@ EMBEDDINGS = ("embed.weight", "pos_embed.weight")  # kept in float32 (gather + s
 
 
 def chain_losses(P: dict[str, Tensor], tokens: Tensor, n_layers: int, n_heads: int, d_head: int, explicit: bool,
-                 dtype: torch.dtype = torch.float32, rotary: tuple[Tensor, Tensor] | None = None) -> Tensor:
+                 dtype: torch.dtype = torch.float32, rotary: tuple[Tensor, Tensor] | None = None,
+                 shortformer: bool = False) -> Tensor:
     """Mean next-token cross-entropy per chain: P[name] = [C, *shape], tokens Long[B, T] -> Float[C].
 
     ``dtype``: the compute dtype of everything between the embedding and the logits; the losses are
     computed (and returned) in float32. ``rotary``: RoPE's (cos, sin) tables
     (:func:`~devinterp.models.attn_only.rotary_tables`) for a model without ``pos_embed``.
+    ``shortformer``: ``pos_embed`` enters the queries and keys only (after ``ln1``), not the residual.
     """
     P = {k: (v if k in EMBEDDINGS else v.to(dtype)) for k, v in P.items()}
     emb = P["embed.weight"]  # [C, V, d]
@@ -72,7 +74,10 @@ def chain_losses(P: dict[str, Tensor], tokens: Tensor, n_layers: int, n_heads: i
     # embedding of chain c = row (c*V + token) of the stacked tables
     idx = tokens.reshape(1, -1) + (torch.arange(C, device=tokens.device) * V).view(C, 1)
     x = F.embedding(idx, emb.reshape(C * V, d)).view(C, B, T, d)
-    if rotary is None:
+    qk_pos = None
+    if shortformer:
+        qk_pos = P["pos_embed.weight"][:, :T].to(dtype)  # [C, T, d]
+    elif rotary is None:
         x = x + P["pos_embed.weight"][:, :T].unsqueeze(1)
     x = x.to(dtype)
     if explicit:
@@ -83,6 +88,10 @@ def chain_losses(P: dict[str, Tensor], tokens: Tensor, n_layers: int, n_heads: i
         w_qkv = torch.cat([P[pre + "attn.q.weight"], P[pre + "attn.k.weight"], P[pre + "attn.v.weight"]], 1)
         b_qkv = torch.cat([P[pre + "attn.q.bias"], P[pre + "attn.k.bias"], P[pre + "attn.v.bias"]], 1)
         qkv = torch.baddbmm(b_qkv.unsqueeze(1), h, w_qkv.transpose(1, 2))  # [C, B*T, 3*H*dh]
+        if qk_pos is not None:  # W(h + pos) = W h + W pos: the positions' part once per chain, not per sequence
+            pos_qk = torch.bmm(qk_pos, w_qkv[:, : 2 * H * dh].transpose(1, 2))  # [C, T, 2*H*dh]
+            qkv = qkv.view(C, B, T, 3 * H * dh)
+            qkv = torch.cat([qkv[..., : 2 * H * dh] + pos_qk.unsqueeze(1), qkv[..., 2 * H * dh:]], -1)
         q, k, v = qkv.view(C, B, T, 3, H, dh).permute(3, 0, 1, 4, 2, 5).reshape(3, C * B * H, T, dh).unbind(0)
         if rotary is not None:
             q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
@@ -124,7 +133,8 @@ class FusedAttnOnlyLoss(ChainLoss):
     def _forward_checked(self, P: dict[str, Tensor], tokens: Any) -> Tensor:
         if not isinstance(tokens, Tensor) or tokens.dim() != 2:
             raise ValueError(f"the fused AttnOnlyTransformer loss needs token batches Long[batch, pos], got {type(tokens).__name__}")
-        return self._forward(P, tokens, *self._dims, explicit=self._explicit, dtype=self._dtype, rotary=self._rotary)
+        return self._forward(P, tokens, *self._dims, explicit=self._explicit, dtype=self._dtype, rotary=self._rotary,
+                             shortformer=self.model.shortformer)
 
     def loss_and_grad(self, W: Tensor, batch: Any) -> tuple[Tensor, Tensor]:
         # the per-parameter views are the autograd leaves: differentiating through the slicing of W

@@ -99,7 +99,7 @@ def _tiny_transformer(seed=0, positions="standard"):
     return model, list(tokens.split(8))
 
 
-@pytest.mark.parametrize("positions", ["standard", "rotary"])
+@pytest.mark.parametrize("positions", ["standard", "rotary", "shortformer"])
 def test_fused_backend_equals_the_model_forward(positions):
     model, batches = _tiny_transformer(positions=positions)
     flat = FlatParams.of(model)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -407,6 +408,17 @@ def test_context_length_study_variants_are_valid_configs_that_differ_only_where_
     r = parse_config(mod.variant_config("paper-rot1024"), "rot").recipe
     assert r.model == short.recipe.model.model_copy(update={"positional_embedding_type": "rotary"})
     assert r.train == sin.recipe.train.model_copy(update={"pos_init": "random"}) and r.data == short.recipe.data
+    sf = parse_config(mod.variant_config("paper-sf1024"), "sf").recipe
+    assert sf.model == short.recipe.model.model_copy(update={"positional_embedding_type": "shortformer"})
+    assert sf.train == r.train and sf.data == short.recipe.data
+    # the shortformer CPU variants: the row (and the sparse context-256 variant) with the paper's positions
+    # and TransformerLens's random init
+    sf128 = parse_config(mod.variant_config("v512c128sf"), "sf128").recipe
+    assert sf128.model == row.model.model_copy(update={"positional_embedding_type": "shortformer"})
+    assert sf128.data == row.data and sf128.train == row.train.model_copy(update={"pos_init": "random"})
+    sf256 = parse_config(mod.variant_config("v512c256sf-sparse"), "sf256").recipe
+    assert sf256.model == mid.model.model_copy(update={"positional_embedding_type": "shortformer"})
+    assert sf256.data == mid.data and sf256.train == mid.train.model_copy(update={"pos_init": "random"})
 
 
 def test_rotary_positions_keep_old_hashes_train_and_refuse_a_position_init(tmp_path):
@@ -441,3 +453,73 @@ def test_rotary_positions_keep_old_hashes_train_and_refuse_a_position_init(tmp_p
     spec["recipe"]["train"]["pos_init"] = "sinusoidal"
     with pytest.raises(ConfigError, match=r"pos_init: sinusoidal.*positional_embedding_type: rotary"):
         parse_config(spec, "my.yaml")
+
+
+def test_shortformer_positions_train_reload_and_measure(tmp_path):
+    """Shortformer (the paper's positions) trains with the language recipe, its checkpoints reload as
+    shortformer with a pos_embed, the sweep's bridge (TransformerLens 4 with the shortformer hooks)
+    gives the fast model's logits, and a sinusoidal position init is allowed with it."""
+    from devinterp.checkpoints import DirectorySource
+    from devinterp.config import config_hash
+    from devinterp.models.families import family
+    from devinterp.recipes.language import train_language
+
+    spec = {**TINY_LANG, "recipe": {**TINY_LANG["recipe"], "train": {
+        "steps": 2, "batch_size": 4, "schedule": {"n_log": 2, "switch_step": 2, "linear_every": 2}}}}
+    plain = parse_config(spec, "x")
+    spec["recipe"]["model"] = {**spec["recipe"]["model"], "positional_embedding_type": "shortformer"}
+    sf = parse_config(spec, "x")
+    assert config_hash(sf.recipe) != config_hash(plain.recipe)
+    torch.set_num_threads(1)
+    src = train_language(sf, tmp_path, progress=False)
+    reread = DirectorySource(src.folder)
+    model_cfg = reread.model_config()
+    assert model_cfg.positional_embedding_type == "shortformer"
+    state = reread.load(reread.checkpoints[-1])
+    assert "pos_embed.weight" in state
+    fast = family(model_cfg).build_fast(model_cfg, state)
+    bridge = family(model_cfg).build_reference(model_cfg, "cpu")(state)
+    tokens = torch.randint(0, model_cfg.d_vocab, (2, model_cfg.n_ctx), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(bridge(tokens), fast(tokens), rtol=1e-5, atol=1e-5)
+    spec["recipe"]["train"]["pos_init"] = "sinusoidal"
+    assert parse_config(spec, "x").recipe.train.pos_init == "sinusoidal"
+
+
+@pytest.mark.slow
+def test_context_length_study_look_measures_the_checkpoints_on_disk_as_the_run_did(tmp_path, capsys):
+    """--look trains nothing and measures the run's checkpoints as a folder of one's own: on a finished
+    run it gives the quick sweep's values exactly; with checkpoints missing (a run cut short) it measures
+    those there are."""
+    import importlib.util
+    import shutil
+    from pathlib import Path
+
+    from devinterp.results import load_results
+
+    scripts = Path(__file__).resolve().parents[2] / "scripts"
+    spec = importlib.util.spec_from_file_location("context_length_study", scripts / "context_length_study.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    torch.set_num_threads(1)
+    argv = ["--only", "v512c128sf", "--tiny", "--out", str(tmp_path)]
+    assert mod.main(argv) == 0
+    run = tmp_path / "v512c128sf-tiny"
+    trained = load_results(run).metrics
+    assert mod.main(argv + ["--look"]) == 0
+    looked = load_results(tmp_path / "look" / "v512c128sf-tiny").metrics
+    key = ["step", "metric", "layer", "head"]
+    pd.testing.assert_frame_equal(looked.sort_values(key)[key + ["value"]].reset_index(drop=True),
+                                  trained.sort_values(key)[key + ["value"]].reset_index(drop=True))
+    assert "--look: the" in capsys.readouterr().out
+    # a run cut short: no index.csv yet, the last checkpoint not written
+    (run / "checkpoints" / "index.csv").unlink()
+    last = max(int(p.name.split(".")[0]) for p in (run / "checkpoints").glob("*.safetensors"))
+    (run / "checkpoints" / f"{last}.safetensors").unlink()
+    shutil.rmtree(tmp_path / "look")
+    assert mod.main(argv + ["--look"]) == 0
+    partial = load_results(tmp_path / "look" / "v512c128sf-tiny").metrics
+    assert sorted(partial["step"].unique()) == sorted(s for s in trained["step"].unique() if s != last)
+    expected = trained[trained["step"] != last]
+    pd.testing.assert_frame_equal(partial.sort_values(key)[key + ["value"]].reset_index(drop=True),
+                                  expected.sort_values(key)[key + ["value"]].reset_index(drop=True))
