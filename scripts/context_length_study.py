@@ -115,6 +115,10 @@ DERIVED = {
     # both heads) and at 256 with the sparse copies (where sinusoidal formed no induction head)
     "v512c128sf": ("v512c128sin", {"model": {"positional_embedding_type": "shortformer"},
                                    "train": {"pos_init": "random"}}),
+    # ... which at 8,000 steps had its previous-token head (half-way at 6,500) and an induction head only
+    # starting (1.9x uniform): the same run trained twice as long, for the end-to-end reproduction
+    "v512c128sf-16k": ("v512c128sin", {"model": {"positional_embedding_type": "shortformer"},
+                                       "train": {"pos_init": "random", "steps": 16_000}}),
     "v512c256sf-sparse": ("v512c128sin", {"model": {"n_ctx": 256, "positional_embedding_type": "shortformer"},
                                           "data": {**SPARSE_COPIES, "n_copies": 1},
                                           "train": {"steps": 12_000, "batch_size": 16, "pos_init": "random"}}),

@@ -10,6 +10,11 @@ experiment: TransformerLens 4's native bridge has no shortformer positions, so s
 through the sweep; ``standard`` as the third argument runs the usual positions through this same
 code (a control: its head scores match `devinterp train`'s checkpoints).
 
+Kept as the record of BENCHMARKS.md's shortformer row (2026-11-28). Since then the recipe has the
+option itself (`recipe.model.positional_embedding_type: shortformer`, through the sweep too, with the
+bridge made shortformer by two hooks); scripts/context_length_study.py's `v512c128sf` and
+`v512c256sf-sparse` variants run it end to end.
+
     python scripts/shortformer_experiment.py CONFIG STEPS [standard]
 
 CONFIG is a YAML file or the name of a variant of scripts/context_length_study.py (e.g. v64c128).

@@ -124,6 +124,8 @@ def test_paper_config_loads_with_the_papers_architecture():
     m = cfg.recipe.model
     assert cfg.recipe.name == "language" and cfg.device == "cuda"
     assert (m.n_layers, m.n_heads, m.d_model, m.d_head, m.n_ctx, m.d_vocab) == (2, 8, 256, 32, 1024, 5000)
+    # the paper's positions (REFERENCE.md §2.1: TransformerLens 'shortformer', its random init)
+    assert m.positional_embedding_type == "shortformer" and cfg.recipe.train.pos_init == "random"
     t = cfg.recipe.train
     assert (t.lr, t.weight_decay, t.batch_size, t.steps) == (1e-3, 0.05, 100, 50000)
     assert {"heads", "icl_score", "llc", "loss"} <= set(cfg.sweep.metrics)
@@ -399,7 +401,6 @@ def test_context_length_study_variants_are_valid_configs_that_differ_only_where_
     assert sin.recipe.train.model_copy(update={"pos_init": "random", "steps": 15_000}) == short.recipe.train
     assert (sin.recipe.model, sin.recipe.data, sin.sweep, sin.device) == (
         short.recipe.model, short.recipe.data, short.sweep, short.device)
-    assert sin.recipe.model == paper.model  # the paper's architecture
     q = parse_config(mod.variant_config("paper-sin256"), "sin256").recipe
     assert q.model == short.recipe.model.model_copy(update={"n_ctx": 256})
     assert copied_share(q) == pytest.approx(copied_share(short.recipe))
@@ -411,6 +412,7 @@ def test_context_length_study_variants_are_valid_configs_that_differ_only_where_
     sf = parse_config(mod.variant_config("paper-sf1024"), "sf").recipe
     assert sf.model == short.recipe.model.model_copy(update={"positional_embedding_type": "shortformer"})
     assert sf.train == r.train and sf.data == short.recipe.data
+    assert sf.model == paper.model  # the paper's architecture
     # the shortformer CPU variants: the row (and the sparse context-256 variant) with the paper's positions
     # and TransformerLens's random init
     sf128 = parse_config(mod.variant_config("v512c128sf"), "sf128").recipe
