@@ -134,3 +134,22 @@ def test_shortformer_values_carry_no_position():
             last[positions] = (model(tokens)[0, -1], model(shuffled)[0, -1])
     torch.testing.assert_close(*last["shortformer"], rtol=1e-5, atol=1e-5)
     assert (last["standard"][0] - last["standard"][1]).abs().max() > 1e-3
+
+
+def test_shortformer_bridge_trains_as_the_fast_model():
+    """The quickstart recipe trains the bridge itself: through the shortformer hooks its gradients
+    (positional embedding included) are the fast model's."""
+    from devinterp.metrics.losses import next_token_loss
+
+    cfg = ModelConfig(n_layers=2, n_heads=2, d_model=16, d_head=8, n_ctx=12, d_vocab=20,
+                      positional_embedding_type="shortformer")
+    bridge = build_bridge(cfg, seed=2)
+    fast = AttnOnlyTransformer.from_state_dict(cfg, bridge.state_dict())
+    tokens = torch.randint(0, 20, (3, 12), generator=torch.Generator().manual_seed(6))
+    bridge(tokens, return_type="loss").backward()
+    next_token_loss(fast, tokens).backward()
+    by_storage = {p.data_ptr(): p for p in bridge.parameters()}  # the bridge's own names differ
+    theirs = {n: by_storage[t.data_ptr()].grad for n, t in bridge.state_dict().items() if t.data_ptr() in by_storage}
+    assert theirs["pos_embed.weight"].abs().max() > 0 and len(theirs) >= len(list(bridge.parameters()))
+    for name, grad in theirs.items():
+        torch.testing.assert_close(grad, dict(fast.named_parameters())[name].grad, rtol=1e-4, atol=1e-6)
