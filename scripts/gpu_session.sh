@@ -15,8 +15,9 @@
 #      sweep -> detect -> report, then the side-by-side table with the paper's LM1-LM5 -> repro.md,
 #      repro.log, metrics.csv, stages.csv, training.json, report.html
 #   3. a screen of the paper-size position schemes and contexts (scripts/context_length_study.py's
-#      PAPER_SIZE variants, 12,000 steps each, about 2.5 minutes each on an H200, quick look only: the
-#      paper's own shortformer positions, then sinusoidal init at contexts 1,024 and 256); the
+#      PAPER_SIZE variants, quick look only: the paper's own shortformer positions, 20,000 steps, about
+#      3.5 minutes on an H200; then sinusoidal init at contexts 1,024 and 256, 12,000 steps, about 2.5
+#      minutes each; the time box may cut the last); the
 #      first that forms previous-token and induction heads goes on to the full reproduction
 #      -> screen.md, screen.log, screen.<variant>.md and that run's metrics.csv, stages.csv, ...
 # Knobs (environment): BENCH_S (260), REPRO_S (270), STEPS (20000), BATCH (32), DRAWS (100), PHASES ("1 2": which
