@@ -382,3 +382,23 @@ def test_graph_capture_failure_falls_back_to_the_eager_loop(caplog):
     # on a CPU without a capture the setting does nothing, and the result says which loop ran
     r = estimate_llc(model, batches, next_token_loss, chains=2, draws=5, burnin=0, cuda_graph=True)
     assert "cuda_graph" not in r.backend
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("positions", ["standard", "shortformer"])
+def test_compiled_fused_backend_equals_eager(positions):
+    """sweep.llc.compile (used on GPUs) compiles the fused forward; on the CPU's inductor backend its
+    losses and gradients are the eager ones (the GPU path is the same graph)."""
+    from devinterp.llc.fused_attn_only import FusedAttnOnlyLoss
+
+    model, batches = _tiny_transformer(positions=positions)
+    flat = FlatParams.of(model)
+    w = flat.flatten(model)
+    W = torch.stack([w, w + 0.01 * torch.randn(w.shape, generator=torch.Generator().manual_seed(3))])
+    eager = FusedAttnOnlyLoss(model, next_token_loss, flat, torch.device("cpu"), "float32")
+    compiled = FusedAttnOnlyLoss(model, next_token_loss, flat, torch.device("cpu"), "float32", compile=True)
+    le, ge = eager.loss_and_grad(W, batches[0])
+    lc, gc = compiled.loss_and_grad(W, batches[0])
+    torch.testing.assert_close(lc, le, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(gc, ge, rtol=1e-4, atol=1e-6)
+    assert not compiled.thread_safe
