@@ -5,15 +5,14 @@ Trains a language-recipe config's model with "shortformer" positions (the positi
 after LayerNorm, to the inputs of queries and keys only, as TransformerLens 2's shortformer; the
 residual stream carries tokens alone) with the same initial weights, data stream and optimiser as
 `devinterp train`, and prints the held-out loss and the best layer-0 previous-token and layer-1
-induction scores (and their multiple of uniform attention's) every 500 steps. A standalone
-experiment: TransformerLens 4's native bridge has no shortformer positions, so such a model cannot go
-through the sweep; ``standard`` as the third argument runs the usual positions through this same
+induction scores (and their multiple of uniform attention's) every 500 steps, with its own held-out
+set, outside the sweep; ``standard`` as the third argument runs the usual positions through this same
 code (a control: its head scores match `devinterp train`'s checkpoints).
 
 Kept as the record of BENCHMARKS.md's shortformer row (2026-11-28). Since then the recipe has the
 option itself (`recipe.model.positional_embedding_type: shortformer`, through the sweep too, with the
-bridge made shortformer by two hooks); scripts/context_length_study.py's `v512c128sf` and
-`v512c256sf-sparse` variants run it end to end.
+bridge made shortformer by two hooks), and this script builds that model; scripts/context_length_study.py's
+`v512c128sf` and `v512c256sf-sparse` variants run it end to end.
 
     python scripts/shortformer_experiment.py CONFIG STEPS [standard]
 
@@ -21,52 +20,17 @@ CONFIG is a YAML file or the name of a variant of scripts/context_length_study.p
 """
 from __future__ import annotations
 
-import math
 import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
 
 from devinterp.config import load_config, parse_config
 from devinterp.metrics.heads import chance_scores, induction_scores, previous_token_scores, repeated_random_tokens
 from devinterp.models.attn_only import AttnOnlyTransformer, build_bridge
 from devinterp.recipes.language import GENERATE_BATCHES, fixed_language_batches, language_batch
-
-
-class PositionsVariant(AttnOnlyTransformer):
-    """The attention-only model with shortformer positions (``standard=False``) or the usual ones."""
-
-    def __init__(self, cfg, standard: bool):
-        super().__init__(cfg)
-        self.standard = standard
-
-    def forward(self, tokens: Tensor, patterns: list[Tensor] | None = None) -> Tensor:
-        """Logits [batch, pos, vocab]; with ``patterns`` given, each layer's attention [batch, head, q, k]
-        is appended to it."""
-        T = tokens.shape[-1]
-        pos = self.pos_embed(torch.arange(T))
-        x = self.embed(tokens) + (pos if self.standard else 0)  # shortformer: tokens alone in the residual
-        causal = torch.ones(T, T, dtype=torch.bool).triu(1)
-        for block in self.blocks:
-            a = block.attn
-            v_in = block.ln1(x)
-            qk_in = v_in if self.standard else v_in + pos  # shortformer: positions enter queries and keys only
-
-            def heads(t: Tensor) -> Tensor:
-                return t.view(*x.shape[:-2], T, a.n_heads, a.d_head).transpose(-3, -2)
-
-            q, k, v = heads(a.q(qk_in)), heads(a.k(qk_in)), heads(a.v(v_in))
-            if patterns is None:
-                z = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=1 / math.sqrt(a.d_head))
-            else:
-                p = ((q @ k.transpose(-1, -2)) / math.sqrt(a.d_head)).masked_fill(causal, float("-inf")).softmax(-1)
-                patterns.append(p)
-                z = p @ v
-            x = x + a.o(z.transpose(-3, -2).reshape(*x.shape[:-2], T, -1))
-        return self.unembed(self.ln_final(x))
 
 
 def load(config: str):
@@ -86,8 +50,9 @@ def main(config: str, steps: int, standard: bool) -> None:
     cfg = load(config)
     m, data, train = cfg.recipe.model, cfg.recipe.data, cfg.recipe.train
     torch.manual_seed(train.seed)
-    model = PositionsVariant(m, standard)  # the initial weights of `devinterp train` (from the bridge)
-    model.load_state_dict(AttnOnlyTransformer.from_state_dict(m, build_bridge(m, seed=train.seed).state_dict()).state_dict())
+    # the initial weights of `devinterp train` (from the bridge; the same parameters either way)
+    m = m.model_copy(update={"positional_embedding_type": "standard" if standard else "shortformer"})
+    model = AttnOnlyTransformer.from_state_dict(m, build_bridge(m, seed=train.seed).state_dict())
     opt = torch.optim.AdamW(model.parameters(), lr=train.lr, betas=(0.9, 0.999), weight_decay=train.weight_decay)
     gen = torch.Generator().manual_seed(train.seed + 1)  # the trainer's data stream, in the trainer's chunks
     held_out = torch.cat(fixed_language_batches(32, 32, m.n_ctx, m.d_vocab, data, seed=12345))
@@ -97,10 +62,9 @@ def main(config: str, steps: int, standard: bool) -> None:
     for step in range(steps + 1):
         if step % 500 == 0:
             with torch.no_grad():
-                held_patterns, rep_patterns = [], []
-                logits = model(held_out, held_patterns)
+                held_patterns, rep_patterns = model.attention_patterns(held_out), model.attention_patterns(repeated)
+                logits = model(held_out)
                 loss = F.cross_entropy(logits[:, :-1].reshape(-1, m.d_vocab), held_out[:, 1:].reshape(-1))
-                model(repeated, rep_patterns)
                 prev = float(previous_token_scores(held_patterns)[0].max())
                 ind = float(induction_scores(rep_patterns, repeated)[1].max())
             print(f"step {step:6d} loss {float(loss):.3f}  L0 prev max {prev:.3f} ({prev / chance['prev_token']:.1f}x)  "

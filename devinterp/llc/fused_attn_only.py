@@ -90,8 +90,7 @@ def chain_losses(P: dict[str, Tensor], tokens: Tensor, n_layers: int, n_heads: i
         qkv = torch.baddbmm(b_qkv.unsqueeze(1), h, w_qkv.transpose(1, 2))  # [C, B*T, 3*H*dh]
         if qk_pos is not None:  # W(h + pos) = W h + W pos: the positions' part once per chain, not per sequence
             pos_qk = torch.bmm(qk_pos, w_qkv[:, : 2 * H * dh].transpose(1, 2))  # [C, T, 2*H*dh]
-            qkv = qkv.view(C, B, T, 3 * H * dh)
-            qkv = torch.cat([qkv[..., : 2 * H * dh] + pos_qk.unsqueeze(1), qkv[..., 2 * H * dh:]], -1)
+            qkv = qkv.view(C, B, T, -1) + F.pad(pos_qk, (0, H * dh)).unsqueeze(1)  # values get no positions
         q, k, v = qkv.view(C, B, T, 3, H, dh).permute(3, 0, 1, 4, 2, 5).reshape(3, C * B * H, T, dh).unbind(0)
         if rotary is not None:
             q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)

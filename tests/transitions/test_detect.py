@@ -325,3 +325,42 @@ def test_a_frozen_smoother_leaves_the_curve_far_from_a_densified_window_alone():
     far = (x < x_lo - 3 * params["length"]) | (x > x_hi + 3 * params["length"])
     assert far.sum() >= 5
     assert np.abs(fit_after.mean(x[far]) - fit_before.mean(x[far])).max() < 0.01 * params["noise"]
+
+
+def test_inspect_llc_dip_pairs_chains_and_detects_on_a_prefix(tmp_path, capsys):
+    """scripts/inspect_llc_dip.py: the paired change between two steps is the mean over chains of each
+    chain's own change (so chain offsets cancel), and detection on a prefix sees only those steps."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("inspect_llc_dip", REPO / "scripts" / "inspect_llc_dip.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    from devinterp.transitions.signals import llc_signal
+
+    rng = np.random.default_rng(31)
+    p = planted_sweep(rng, n_stages=2, types=["A", "B"], sched="log", n=40)
+    m = p.metrics
+    sig = llc_signal(m)
+    a, b = int(sig.step[5]), int(sig.step[30])
+    chains = m[(m.metric == "llc") & m.chain.notna()].pivot_table(index="chain", columns="step", values="value")
+    per_chain = chains[b] - chains[a]
+    mean, se, n = mod.paired_change(sig, a, b)
+    assert n == len(per_chain) >= 2
+    assert mean == pytest.approx(per_chain.mean()) and se == pytest.approx(per_chain.std(ddof=1) / np.sqrt(n))
+    # a chain offset added to every checkpoint changes no paired difference
+    shifted = m.copy()
+    rows = (shifted.metric == "llc") & (shifted.chain == shifted.chain.dropna().iloc[0])
+    shifted.loc[rows, "value"] += 50.0
+    assert mod.paired_change(llc_signal(shifted), a, b)[:2] == pytest.approx((mean, se))
+    # the command end to end on a run directory
+    run = tmp_path / "run"
+    (run / "metrics").mkdir(parents=True)
+    m.to_parquet(run / "metrics" / "all.parquet")
+    cut = int(sig.step[20])
+    assert mod.main([str(run), "--pairs", f"{a}:{b}", "--upto", str(cut)]) == 0
+    out = capsys.readouterr().out
+    assert f"LLC({b}) - LLC({a}), paired over {n} chains: {mean:+.2f}" in out
+    last_line = out.strip().splitlines()[-1]
+    assert last_line.startswith(f"detect up to step {cut}:")
+    ends = [int(part.split("-")[1].split()[0]) for part in last_line.split(": ", 1)[1].split("  [")[0].split(", ")]
+    assert max(ends) <= cut
